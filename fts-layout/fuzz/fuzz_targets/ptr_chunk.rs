@@ -1,0 +1,7 @@
+//! `PtrChunk::decode` on arbitrary bytes, raw and behind a valid header.
+#![no_main]
+
+#[path = "common.rs"]
+mod common;
+
+round_trip_target!(fts_layout::PtrChunk, fts_layout::RecordKind::PtrChunk);

@@ -1,0 +1,676 @@
+//! Where everything lives: FORMAT.md "Geometry rules".
+
+use crate::error::{Error, GeometryError};
+use crate::records::{DeviceRole, Mcb, RecordKind, Role, SdtEntry, SEC_FLAG_MASTER};
+use crate::{
+    DEFAULT_BATCH, DEFAULT_MAX_CONNECTIONS, DEFAULT_RING_ENTRIES, DEFAULT_SEGMENT_BYTES,
+    ENTRIES_PER_CHUNK, LB, LOCK_LB, MAX_DEVICES, MCB_LB, PID_ENTRY_LBS, PIT_LB, RECORD_SIZE,
+    SDT_LB, SEG_HDR_SIZE, ZERO_LB,
+};
+
+/// Most LBs in a data segment (`ptr_process_blk_read` is a u16).
+pub const MAX_SEG_LBS: u32 = 65_535;
+/// Most connections (`blk5_max_connections`).
+pub const MAX_CONNECTIONS: u32 = 4096;
+/// Fewest ring entries (`blk5_maxptr`).
+pub const MIN_RING_ENTRIES: u32 = 2;
+/// Most ring entries (`blk5_maxptr`).
+pub const MAX_RING_ENTRIES: u32 = 65_535;
+/// Data segments are aligned to at most this many LBs (1 MiB).
+const MAX_ALIGN_LBS: u64 = 256;
+const LB64: u64 = LB as u64;
+
+/// The chunk holding ring entry `entry` (0-based) of a pointer table, and the
+/// entry's slot in that chunk.
+pub fn chunk_of_entry(entry: u32) -> (u32, usize) {
+    let per = ENTRIES_PER_CHUNK as u32;
+    (entry / per, (entry % per) as usize)
+}
+
+/// Inputs of [`Geometry::compute`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeometryParams {
+    /// Size of the master device in bytes.
+    pub master_bytes: u64,
+    /// Sizes of the secondary devices in bytes, in Secondary Device Table order.
+    pub secondary_bytes: Vec<u64>,
+    /// Logical block size of the master (`format_block_size`).
+    pub block_size: u32,
+    /// Data-segment size in bytes (a multiple of 4096).
+    pub segment_bytes: u64,
+    /// `blk5_max_connections` (`C`).
+    pub max_connections: u32,
+    /// Ring entries per pointer table, `blk5_maxptr` (`N`).
+    pub ring_entries: u32,
+    /// Batch, `blk5_ptr_seg_per_process` (`B`).
+    pub batch: u32,
+}
+
+impl GeometryParams {
+    /// A single master device of `master_bytes` with 512-byte logical
+    /// blocks and the default tunables.
+    pub fn new(master_bytes: u64) -> GeometryParams {
+        GeometryParams {
+            master_bytes,
+            secondary_bytes: Vec::new(),
+            block_size: 512,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            ring_entries: DEFAULT_RING_ENTRIES,
+            batch: DEFAULT_BATCH,
+        }
+    }
+}
+
+/// The data-segment area of one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceExtent {
+    /// Size of the device in whole LBs.
+    pub device_lbs: u64,
+    /// LB of its first data segment (`sec_str_seg_ptr`).
+    pub seg_start_lb: u64,
+    /// Data segments on it (`sec_seg_number_for_device`).
+    pub seg_count: u32,
+    /// Global number of its first segment (`sec_start_segment_number`).
+    pub first_segment: u32,
+    /// Size of the device in bytes at format (`device_bytes`).
+    pub device_bytes: u64,
+}
+
+/// A named region of a device, for overlap checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extent {
+    /// Device index (0 = master).
+    pub device: usize,
+    /// What the region holds.
+    pub name: String,
+    /// First LB.
+    pub start_lb: u64,
+    /// Length in LBs.
+    pub lbs: u64,
+}
+
+impl Extent {
+    /// First LB after the region.
+    pub fn end_lb(&self) -> u64 {
+        self.start_lb.saturating_add(self.lbs)
+    }
+
+    /// Whether the two regions share an LB on the same device.
+    pub fn overlaps(&self, other: &Extent) -> bool {
+        self.device == other.device
+            && self.lbs > 0
+            && other.lbs > 0
+            && self.start_lb < other.end_lb()
+            && other.start_lb < self.end_lb()
+    }
+}
+
+/// Where every structure and data segment of a layout lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Geometry {
+    /// Logical block size of the master at format (`format_block_size`).
+    pub block_size: u32,
+    /// Segment size in LBs (`blk5_seg_size`).
+    pub seg_lbs: u32,
+    /// `blk5_max_connections`.
+    pub max_connections: u32,
+    /// Entries per pointer table (`blk5_maxptr`).
+    pub ring_entries: u32,
+    /// Batch (`blk5_ptr_seg_per_process`).
+    pub batch: u32,
+    /// 512-byte chunks per pointer table: `ceil(N / 15)`.
+    pub chunks_per_table: u32,
+    /// LBs per pointer table (`ptr_table_lbs`).
+    pub ptr_table_lbs: u32,
+    /// LB of the Process Id Table (`blk5_process_id_table_ptr`, 8).
+    pub pit_ptr: u64,
+    /// LB of the Secondary Device Table (`blk5_secondary_device_table_ptr`, 7).
+    pub sdt_ptr: u64,
+    /// LB of the lock record (`lock_record_ptr`, 6).
+    pub lock_ptr: u64,
+    /// LB of the first pointer table (`blk5_start_process_segment_ptr`).
+    pub ptr_start: u64,
+    /// Data-segment areas, master first, in Secondary Device Table order.
+    pub devices: Vec<DeviceExtent>,
+    /// Total data segments (`blk5_tot_seg_num`).
+    pub tot_seg_num: u32,
+}
+
+/// Pointer tables whose rings are on device `d` of `n_dev` (tables `t` with
+/// `t mod n_dev == d`, out of `tables`).
+fn tables_on_device(d: u64, n_dev: u64, tables: u64) -> u64 {
+    if d >= tables || n_dev == 0 {
+        0
+    } else {
+        (tables - d).div_ceil(n_dev)
+    }
+}
+
+fn round_up(x: u64, align: u64) -> u64 {
+    x.div_ceil(align.max(1)).saturating_mul(align.max(1))
+}
+
+/// The part of the layout that depends only on `C` and `N`.
+pub(crate) struct ControlLayout {
+    pub chunks_per_table: u32,
+    pub ptr_table_lbs: u32,
+    pub ptr_start: u64,
+    pub control_end: u64,
+}
+
+impl ControlLayout {
+    pub(crate) fn new(
+        max_connections: u32,
+        ring_entries: u32,
+    ) -> Result<ControlLayout, GeometryError> {
+        if !(1..=MAX_CONNECTIONS).contains(&max_connections) {
+            return Err(GeometryError::Connections { max_connections });
+        }
+        if !(MIN_RING_ENTRIES..=MAX_RING_ENTRIES).contains(&ring_entries) {
+            return Err(GeometryError::RingEntries { ring_entries });
+        }
+        let chunks_per_table = ring_entries.div_ceil(ENTRIES_PER_CHUNK as u32);
+        let ptr_table_lbs = (chunks_per_table * RECORD_SIZE as u32).div_ceil(LB as u32);
+        let c = u64::from(max_connections);
+        let ptr_start = PIT_LB + u64::from(PID_ENTRY_LBS) * c;
+        let control_end = ptr_start + 2 * c * u64::from(ptr_table_lbs);
+        Ok(ControlLayout {
+            chunks_per_table,
+            ptr_table_lbs,
+            ptr_start,
+            control_end,
+        })
+    }
+}
+
+impl Geometry {
+    /// Computes the layout for `p` (FORMAT.md "Geometry rules"), or says why
+    /// it is refused, with the numbers and what to change.
+    pub fn compute(p: &GeometryParams) -> Result<Geometry, GeometryError> {
+        if !(p.block_size.is_power_of_two() && (512..=4096).contains(&p.block_size)) {
+            return Err(GeometryError::BlockSize {
+                block_size: p.block_size,
+            });
+        }
+        let seg_lbs = p.segment_bytes / LB64;
+        if p.segment_bytes % LB64 != 0 || seg_lbs == 0 || seg_lbs > u64::from(MAX_SEG_LBS) {
+            return Err(GeometryError::SegmentSize {
+                segment_bytes: p.segment_bytes,
+            });
+        }
+        let ctl = ControlLayout::new(p.max_connections, p.ring_entries)?;
+        if !(1..=p.ring_entries).contains(&p.batch) {
+            return Err(GeometryError::Batch {
+                batch: p.batch,
+                ring_entries: p.ring_entries,
+            });
+        }
+        let n_dev = 1 + p.secondary_bytes.len();
+        if n_dev > MAX_DEVICES {
+            return Err(GeometryError::TooManyDevices { devices: n_dev });
+        }
+        let align = seg_lbs.min(MAX_ALIGN_LBS);
+        let tables = 2 * u64::from(p.max_connections);
+        let n = u64::from(p.ring_entries);
+        let mut devices = Vec::with_capacity(n_dev);
+        let mut total: u64 = 0;
+        let sizes = core::iter::once(p.master_bytes).chain(p.secondary_bytes.iter().copied());
+        for (i, device_bytes) in sizes.enumerate() {
+            let device_lbs = device_bytes / LB64;
+            let seg_start_lb = if i == 0 {
+                round_up(ctl.control_end, align)
+            } else {
+                round_up(8, align)
+            };
+            if device_lbs < seg_start_lb {
+                return Err(GeometryError::DeviceTooSmall {
+                    device: i,
+                    device_bytes,
+                    need_bytes: seg_start_lb.saturating_mul(LB64),
+                });
+            }
+            let fit = (device_lbs - seg_start_lb) / seg_lbs;
+            let t = tables_on_device(i as u64, n_dev as u64, tables);
+            let need = t * n;
+            if fit < need {
+                return Err(GeometryError::NotEnoughSegments {
+                    device: i,
+                    device_bytes,
+                    segment_bytes: p.segment_bytes,
+                    tables: t as u32,
+                    ring_entries: p.ring_entries,
+                    need,
+                    fit,
+                    need_bytes: seg_start_lb
+                        .saturating_add(need.saturating_mul(seg_lbs))
+                        .saturating_mul(LB64),
+                });
+            }
+            let first = total + 1;
+            total = total.saturating_add(fit);
+            let (Ok(seg_count), Ok(first_segment)) = (u32::try_from(fit), u32::try_from(first))
+            else {
+                return Err(GeometryError::TooManySegments { total });
+            };
+            devices.push(DeviceExtent {
+                device_lbs,
+                seg_start_lb,
+                seg_count,
+                first_segment,
+                device_bytes,
+            });
+        }
+        let tot_seg_num =
+            u32::try_from(total).map_err(|_| GeometryError::TooManySegments { total })?;
+        Ok(Geometry {
+            block_size: p.block_size,
+            seg_lbs: seg_lbs as u32,
+            max_connections: p.max_connections,
+            ring_entries: p.ring_entries,
+            batch: p.batch,
+            chunks_per_table: ctl.chunks_per_table,
+            ptr_table_lbs: ctl.ptr_table_lbs,
+            pit_ptr: PIT_LB,
+            sdt_ptr: SDT_LB,
+            lock_ptr: LOCK_LB,
+            ptr_start: ctl.ptr_start,
+            devices,
+            tot_seg_num,
+        })
+    }
+
+    /// Rebuilds the geometry from an MCB (master or a secondary copy) and the
+    /// Secondary Device Table, recomputing it from the sizes and tunables
+    /// recorded at format and cross-checking every derived field. The first
+    /// disagreement is returned as [`Error::BadField`].
+    pub fn from_mcb(mcb: &Mcb, sdt: &[SdtEntry]) -> Result<Geometry, Error> {
+        let (g, mismatches) = reconcile(mcb, sdt)?;
+        match mismatches.into_iter().next() {
+            Some(m) => Err(Error::BadField {
+                kind: m.kind,
+                field: m.field,
+                reason: match m.kind {
+                    RecordKind::Sdt => format!("entry {}: {}", m.index, m.reason),
+                    _ => m.reason,
+                },
+            }),
+            None => Ok(g),
+        }
+    }
+
+    /// The parameters this geometry was computed from.
+    pub fn params(&self) -> GeometryParams {
+        GeometryParams {
+            master_bytes: self.devices.first().map_or(0, |d| d.device_bytes),
+            secondary_bytes: self
+                .devices
+                .iter()
+                .skip(1)
+                .map(|d| d.device_bytes)
+                .collect(),
+            block_size: self.block_size,
+            segment_bytes: u64::from(self.seg_lbs) * LB64,
+            max_connections: self.max_connections,
+            ring_entries: self.ring_entries,
+            batch: self.batch,
+        }
+    }
+
+    /// LB of the `FPID` record of Process Id Table entry `slot` (1-based).
+    pub fn pid_entry_lb(&self, slot: u32) -> u64 {
+        self.pit_ptr
+            .saturating_add(u64::from(slot.saturating_sub(1)) * u64::from(PID_ENTRY_LBS))
+    }
+
+    /// LB holding `role`'s lease (byte 0) and command area (byte 512) of
+    /// entry `slot`: +1 for the initiator, +2 for the connector.
+    pub fn lease_lb(&self, slot: u32, role: Role) -> u64 {
+        self.pid_entry_lb(slot)
+            .saturating_add(1 + role.dir() as u64)
+    }
+
+    /// Table ordinal `t = (s-1) × 2 + d`.
+    fn table_ordinal(slot: u32, role: Role) -> u64 {
+        u64::from(slot.saturating_sub(1)) * 2 + role.dir() as u64
+    }
+
+    /// First LB of the pointer table written by `role` for entry `slot`.
+    pub fn table_lb(&self, slot: u32, role: Role) -> u64 {
+        self.ptr_start
+            .saturating_add(Self::table_ordinal(slot, role) * u64::from(self.ptr_table_lbs))
+    }
+
+    /// Size of one pointer table in bytes (whole LBs).
+    pub fn table_bytes(&self) -> usize {
+        self.ptr_table_lbs as usize * LB
+    }
+
+    /// Global segment number of ring entry `entry` (0-based) of the table
+    /// written by `role` for `slot`. Returns 0 (never a valid segment) if
+    /// `slot` or `entry` is out of range.
+    pub fn ring_segment(&self, slot: u32, role: Role, entry: u32) -> u32 {
+        if slot == 0 || slot > self.max_connections || entry >= self.ring_entries {
+            return 0;
+        }
+        let t = Self::table_ordinal(slot, role);
+        let n_dev = self.devices.len() as u64;
+        let Some(dev) = t
+            .checked_rem(n_dev)
+            .and_then(|d| self.devices.get(d as usize))
+        else {
+            return 0;
+        };
+        let k = t / n_dev;
+        let seg =
+            u64::from(dev.first_segment) + k * u64::from(self.ring_entries) + u64::from(entry);
+        u32::try_from(seg).unwrap_or(0)
+    }
+
+    /// Where global segment `seg` is: device index (0 = master) and byte
+    /// offset on that device. `None` if there is no such segment.
+    pub fn segment_location(&self, seg: u32) -> Option<(usize, u64)> {
+        self.devices.iter().enumerate().find_map(|(i, d)| {
+            let rel = seg.checked_sub(d.first_segment)?;
+            (rel < d.seg_count).then(|| {
+                let lb = d
+                    .seg_start_lb
+                    .saturating_add(u64::from(rel) * u64::from(self.seg_lbs));
+                (i, lb.saturating_mul(LB64))
+            })
+        })
+    }
+
+    /// Payload bytes a segment holds: `seg_lbs × 4096 − 64`.
+    pub fn payload_capacity(&self) -> usize {
+        (self.seg_lbs as usize * LB).saturating_sub(SEG_HDR_SIZE)
+    }
+
+    /// First LB after the pointer tables: a check reads LB 0 up to here.
+    pub fn control_end_lb(&self) -> u64 {
+        let tables = 2 * u64::from(self.max_connections);
+        self.ptr_start
+            .saturating_add(tables.saturating_mul(u64::from(self.ptr_table_lbs)))
+    }
+
+    /// Named regions of every device, for overlap and bounds checks: the
+    /// fixed LBs, the Process Id Table, each pointer table, each table's
+    /// ring of data segments and the unassigned data segments.
+    pub fn extents(&self) -> Vec<Extent> {
+        let ext = |device: usize, name: String, start_lb: u64, lbs: u64| Extent {
+            device,
+            name,
+            start_lb,
+            lbs,
+        };
+        let mut v = vec![
+            ext(0, "LB 4 (zeroed)".into(), ZERO_LB, 1),
+            ext(0, RecordKind::Mcb.to_string(), MCB_LB, 1),
+            ext(0, RecordKind::Lock.to_string(), self.lock_ptr, 1),
+            ext(0, "Secondary Device Table".into(), self.sdt_ptr, 1),
+            ext(
+                0,
+                "Process Id Table".into(),
+                self.pit_ptr,
+                u64::from(self.max_connections) * u64::from(PID_ENTRY_LBS),
+            ),
+        ];
+        for slot in 1..=self.max_connections {
+            for role in Role::BOTH {
+                v.push(ext(
+                    0,
+                    format!("pointer table {slot} ({role})"),
+                    self.table_lb(slot, role),
+                    u64::from(self.ptr_table_lbs),
+                ));
+            }
+        }
+        for i in 1..self.devices.len() {
+            v.push(ext(i, "LB 4 (zeroed)".into(), ZERO_LB, 1));
+            v.push(ext(i, "Master Control Block copy".into(), MCB_LB, 1));
+            v.push(ext(i, "LB 6-7 (zeroed)".into(), LOCK_LB, 2));
+        }
+        let n_dev = self.devices.len() as u64;
+        let tables = 2 * u64::from(self.max_connections);
+        let seg_lbs = u64::from(self.seg_lbs);
+        let n = u64::from(self.ring_entries);
+        for slot in 1..=self.max_connections {
+            for role in Role::BOTH {
+                let t = Self::table_ordinal(slot, role);
+                let (Some(d), Some(dev)) = (
+                    t.checked_rem(n_dev),
+                    t.checked_rem(n_dev)
+                        .and_then(|d| self.devices.get(d as usize)),
+                ) else {
+                    continue;
+                };
+                let k = t / n_dev;
+                v.push(ext(
+                    d as usize,
+                    format!("ring segments of pointer table {slot} ({role})"),
+                    dev.seg_start_lb + k * n * seg_lbs,
+                    n * seg_lbs,
+                ));
+            }
+        }
+        for (i, dev) in self.devices.iter().enumerate() {
+            let used = tables_on_device(i as u64, n_dev, tables) * n;
+            let spare = u64::from(dev.seg_count).saturating_sub(used);
+            if spare > 0 {
+                v.push(ext(
+                    i,
+                    "unassigned data segments".into(),
+                    dev.seg_start_lb + used * seg_lbs,
+                    spare * seg_lbs,
+                ));
+            }
+        }
+        v
+    }
+}
+
+/// One field of an MCB or SDT entry that disagrees with the recomputed
+/// geometry.
+pub(crate) struct Mismatch {
+    pub kind: RecordKind,
+    /// SDT entry number (1-based) for SDT mismatches, 0 for the MCB.
+    pub index: u32,
+    pub field: &'static str,
+    /// Byte offset of the field in its record.
+    pub offset: u32,
+    pub reason: String,
+}
+
+/// Recomputes the geometry from the sizes and tunables on disk and lists
+/// every field that disagrees with it.
+pub(crate) fn reconcile(mcb: &Mcb, sdt: &[SdtEntry]) -> Result<(Geometry, Vec<Mismatch>), Error> {
+    let entrynum = mcb.blk5_secondary_device_entrynum as usize;
+    if sdt.len() != entrynum {
+        return Err(Error::BadField {
+            kind: RecordKind::Mcb,
+            field: "blk5_secondary_device_entrynum",
+            reason: format!(
+                "{entrynum} devices, but {} Secondary Device Table entries given",
+                sdt.len()
+            ),
+        });
+    }
+    let Some(master) = sdt.first() else {
+        return Err(Error::BadField {
+            kind: RecordKind::Mcb,
+            field: "blk5_secondary_device_entrynum",
+            reason: "no Secondary Device Table entries".into(),
+        });
+    };
+    let params = GeometryParams {
+        master_bytes: master.device_bytes,
+        secondary_bytes: sdt.iter().skip(1).map(|e| e.device_bytes).collect(),
+        block_size: mcb.format_block_size,
+        segment_bytes: u64::from(mcb.blk5_seg_size) * LB64,
+        max_connections: mcb.blk5_max_connections,
+        ring_entries: mcb.blk5_maxptr,
+        batch: mcb.blk5_ptr_seg_per_process,
+    };
+    let g = Geometry::compute(&params)?;
+    let mut out = Vec::new();
+    let mut m = |kind, index, field, offset, found: u64, expected: u64| {
+        if found != expected {
+            out.push(Mismatch {
+                kind,
+                index,
+                field,
+                offset,
+                reason: format!("{found} on disk, but the geometry gives {expected}"),
+            });
+        }
+    };
+    use RecordKind::{Mcb as M, Sdt as S};
+    m(
+        M,
+        0,
+        "blk5_tot_seg_num",
+        80,
+        mcb.blk5_tot_seg_num.into(),
+        g.tot_seg_num.into(),
+    );
+    m(
+        M,
+        0,
+        "blk5_process_id_table_ptr",
+        88,
+        mcb.blk5_process_id_table_ptr,
+        g.pit_ptr,
+    );
+    m(
+        M,
+        0,
+        "blk5_secondary_device_table_ptr",
+        96,
+        mcb.blk5_secondary_device_table_ptr,
+        g.sdt_ptr,
+    );
+    m(
+        M,
+        0,
+        "blk5_start_process_segment_ptr",
+        112,
+        mcb.blk5_start_process_segment_ptr,
+        g.ptr_start,
+    );
+    let master_start = g.devices.first().map_or(0, |d| d.seg_start_lb);
+    m(
+        M,
+        0,
+        "blk5_mast_sec_start_segment_ptr",
+        120,
+        mcb.blk5_mast_sec_start_segment_ptr,
+        master_start,
+    );
+    m(
+        M,
+        0,
+        "lock_record_ptr",
+        136,
+        mcb.lock_record_ptr,
+        g.lock_ptr,
+    );
+    m(
+        M,
+        0,
+        "pid_entry_lbs",
+        168,
+        mcb.pid_entry_lbs.into(),
+        PID_ENTRY_LBS.into(),
+    );
+    m(
+        M,
+        0,
+        "ptr_table_lbs",
+        172,
+        mcb.ptr_table_lbs.into(),
+        g.ptr_table_lbs.into(),
+    );
+    let this = (mcb.blk5_dev_id as usize)
+        .checked_sub(1)
+        .and_then(|i| sdt.get(i));
+    if let Some(e) = this {
+        m(M, 0, "device_bytes", 160, mcb.device_bytes, e.device_bytes);
+    }
+    for (i, (e, d)) in sdt.iter().zip(&g.devices).enumerate() {
+        let idx = i as u32 + 1;
+        m(
+            S,
+            idx,
+            "sec_str_seg_ptr",
+            40,
+            e.sec_str_seg_ptr,
+            d.seg_start_lb,
+        );
+        m(
+            S,
+            idx,
+            "sec_seg_number_for_device",
+            48,
+            e.sec_seg_number_for_device.into(),
+            d.seg_count.into(),
+        );
+        m(
+            S,
+            idx,
+            "sec_start_segment_number",
+            52,
+            e.sec_start_segment_number.into(),
+            d.first_segment.into(),
+        );
+        let flags = if i == 0 { SEC_FLAG_MASTER } else { 0 };
+        m(S, idx, "sec_flags", 64, e.sec_flags.into(), flags.into());
+    }
+    let expected_role = if mcb.blk5_dev_id == 1 {
+        DeviceRole::Master
+    } else {
+        DeviceRole::Secondary
+    };
+    if mcb.blk5_id != expected_role {
+        out.push(Mismatch {
+            kind: M,
+            index: 0,
+            field: "blk5_id",
+            offset: 24,
+            reason: format!("{} copy with blk5_dev_id {}", mcb.blk5_id, mcb.blk5_dev_id),
+        });
+    }
+    for (i, (u, e)) in mcb.device_uuids.iter().zip(sdt).enumerate() {
+        if *u != e.sec_dev_id {
+            out.push(Mismatch {
+                kind: M,
+                index: 0,
+                field: "device_uuids",
+                offset: 304 + 16 * i as u32,
+                reason: format!(
+                    "slot {} is {u}, but Secondary Device Table entry {} has sec_dev_id {}",
+                    i + 1,
+                    i + 1,
+                    e.sec_dev_id
+                ),
+            });
+        }
+    }
+    if let Some(u) = (mcb.blk5_dev_id as usize)
+        .checked_sub(1)
+        .and_then(|i| mcb.device_uuids.get(i))
+    {
+        if *u != mcb.blk5_device_uuid {
+            out.push(Mismatch {
+                kind: M,
+                index: 0,
+                field: "blk5_device_uuid",
+                offset: 48,
+                reason: format!(
+                    "{} is not device_uuids slot {} ({u})",
+                    mcb.blk5_device_uuid, mcb.blk5_dev_id
+                ),
+            });
+        }
+    }
+    Ok((g, out))
+}

@@ -1,1 +1,81 @@
-fn main() {}
+//! Project automation for fts, run as `cargo xtask <command>`.
+//!
+//! Deliberately dependency-light (only `anyhow`), in the spirit of
+//! rust-analyzer's xtask: arguments are parsed by hand and every child
+//! process is run with inherited stdio from the workspace root.
+
+mod bindgen;
+mod ci;
+mod fresh_clone;
+mod fuzz;
+mod hil;
+mod setup;
+mod util;
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+
+const HELP: &str = "\
+cargo xtask <COMMAND> [ARGS...]
+
+Commands:
+  help                          Show this message.
+  setup [--vm] [--fuzz]         Install missing system packages (apt-get, needs root)
+                                and rustup components. --vm adds QEMU and busybox;
+                                --fuzz adds g++ and cargo-fuzz.
+  ci [--quick]                  The full CI run (what .ci/run executes): setup, fmt,
+                                clippy, tests, fuzz smoke run, hil. --quick skips fuzz.
+  bindgen                       Regenerate the committed bindgen output with a pinned
+                                bindgen-cli (0.72.1).
+  fuzz [TARGET] [--time SECS]   Run every fuzz target (or just TARGET) for SECS
+                                seconds each (default 60).
+  bench [ARGS...]               `cargo bench --workspace ARGS...`.
+  hil [ARGS...]                 Multi-host test rig (not implemented yet).
+  fresh-clone-test [--keep]     `git clone` HEAD into a temp dir and run
+                                `CI=true bash .ci/run` there. Only committed changes
+                                are tested. --keep keeps the clone.
+
+Environment:
+  FTS_CI_HIL=0                  Make `ci` skip the hil step.
+";
+
+fn main() -> ExitCode {
+    match try_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let Some(cmd) = args.next() else {
+        print!("{HELP}");
+        bail!("no command given");
+    };
+    let rest: Vec<String> = args.collect();
+    match cmd.as_str() {
+        "help" | "--help" | "-h" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        "setup" => setup::cmd(&rest),
+        "ci" => ci::cmd(&rest),
+        "bindgen" => bindgen::cmd(&rest),
+        "fuzz" => fuzz::cmd(&rest),
+        "bench" => bench(&rest),
+        "hil" => hil::cmd(&rest),
+        "fresh-clone-test" => fresh_clone::cmd(&rest),
+        other => {
+            print!("{HELP}");
+            bail!("unknown command `{other}`")
+        }
+    }
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    util::run(util::cargo().args(["bench", "--workspace"]).args(args))
+}

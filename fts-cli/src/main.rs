@@ -1,1 +1,262 @@
-fn main() {}
+//! `fts`: move files between hosts through a shared disk.
+//!
+//! The binary composes the fts crates: `fts-layout` (on-disk format),
+//! `fts-blockdev` (device I/O), `fts-lock`, `fts-ring`, `fts-session` and
+//! `fts-scsi`. It holds no protocol logic of its own: argument parsing,
+//! printing, and the mapping of errors to messages and exit codes.
+
+mod exit;
+mod format;
+mod inspect;
+mod layout;
+mod size;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use fts_blockdev::{BlockDevice, OpenOptions};
+use fts_layout::LB;
+
+use crate::exit::{code_of, fail, Code};
+
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other failure, 2 usage, 3 device I/O or open error, \
+4 not formatted or unreadable layout, 5 check found problems, 6 refused to overwrite (use --force/--replace), \
+7 geometry does not fit";
+
+#[derive(Debug, Parser)]
+#[command(name = "fts", version, about = "File transfer between hosts through a shared disk (EMC WO 98/14871)", after_help = EXIT_CODES)]
+struct Cli {
+    /// The shared (master) device: a regular file or a block device.
+    #[arg(short = 'd', long, env = "FTS_DEVICE", global = true)]
+    device: Option<String>,
+    /// This process's fts name (the patent's requestor/requestee name; 1-32 bytes).
+    #[arg(short = 'n', long, env = "FTS_NAME", global = true)]
+    name: Option<String>,
+    /// Logical block size to use for a regular file (e.g. 4096 to emulate a 4Kn disk).
+    #[arg(long, global = true, value_parser = parse_block_size)]
+    block_size: Option<u32>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Lay out the fts control structures on the device (from LB 5; LB 4 zeroed).
+    Format {
+        /// Create (or extend) the file to this size first, e.g. 64M, 1GiB.
+        #[arg(long, value_parser = size::parse_size)]
+        size: Option<u64>,
+        /// Data segment size (multiple of 4 KiB).
+        #[arg(long, value_parser = size::parse_size, default_value = "64K")]
+        segment_size: u64,
+        /// Maximum concurrent connections (Process Id Table entries).
+        #[arg(long, default_value_t = fts_layout::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: u32,
+        /// Entries per Process Segment Pointer Table (ring size).
+        #[arg(long, default_value_t = fts_layout::DEFAULT_RING_ENTRIES)]
+        ring_entries: u32,
+        /// Segments written or read per pointer-table update.
+        #[arg(long, default_value_t = fts_layout::DEFAULT_BATCH)]
+        batch: u32,
+        /// Lease timeout after which a silent peer is declared dead, e.g. 10000 (ms).
+        #[arg(long, default_value_t = fts_layout::DEFAULT_LEASE_TIMEOUT_MS)]
+        lease_timeout_ms: u32,
+        /// A secondary transfer device adding data segments (repeatable).
+        #[arg(long = "secondary")]
+        secondaries: Vec<String>,
+        /// Overwrite an existing fts layout or other data at LB 4-7.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Decode and print every on-disk structure.
+    Inspect {
+        /// Print JSON (stable; see docs/CLI.md).
+        #[arg(long)]
+        json: bool,
+        /// Include every pointer-table entry.
+        #[arg(long)]
+        entries: bool,
+    },
+    /// Validate the layout like fsck; list every problem; exit 5 if any.
+    Check {
+        /// Where to look for secondary devices (default: the paths recorded at format).
+        #[arg(long = "secondary")]
+        secondaries: Vec<String>,
+    },
+}
+
+fn parse_block_size(s: &str) -> Result<u32, String> {
+    let v = size::parse_size(s)?;
+    match v {
+        512 | 1024 | 2048 | 4096 => Ok(v as u32),
+        _ => Err(format!(
+            "block size {v} is not one of 512, 1024, 2048, 4096"
+        )),
+    }
+}
+
+fn device(cli: &Cli) -> Result<String> {
+    cli.device.clone().ok_or_else(|| {
+        fail(
+            Code::Usage,
+            "no device given: use -d DEVICE or set FTS_DEVICE",
+        )
+    })
+}
+
+fn open_opts(cli: &Cli) -> OpenOptions {
+    OpenOptions {
+        block_size: cli.block_size,
+        ..OpenOptions::default()
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match &cli.cmd {
+        Cmd::Format {
+            size,
+            segment_size,
+            max_connections,
+            ring_entries,
+            batch,
+            lease_timeout_ms,
+            secondaries,
+            force,
+        } => {
+            let mut a = format::FormatArgs::new(device(&cli)?);
+            a.size = *size;
+            a.segment_bytes = *segment_size;
+            a.max_connections = *max_connections;
+            a.ring_entries = *ring_entries;
+            a.batch = *batch;
+            a.lease_timeout_ms = *lease_timeout_ms;
+            a.secondaries = secondaries.clone();
+            a.force = *force;
+            a.block_size = cli.block_size;
+            let spec = format::run(&a)?;
+            println!("{}", format::summary(&spec));
+            Ok(())
+        }
+        Cmd::Inspect { json, entries } => {
+            let mut dev = layout::open_device(&device(&cli)?, &open_opts(&cli))?;
+            let loaded = layout::load(dev.as_mut())?;
+            let v = inspect::to_json(dev.as_ref(), &loaded, *entries);
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", inspect::to_text(&v));
+            }
+            Ok(())
+        }
+        Cmd::Check { secondaries } => check(&cli, secondaries),
+    }
+}
+
+fn check(cli: &Cli, candidates: &[String]) -> Result<()> {
+    let loc = device(cli)?;
+    let mut dev = layout::open_device(&loc, &open_opts(cli))?;
+    let loaded = layout::load(dev.as_mut())?;
+    let mut problems = loaded.problems.clone();
+    // Secondary devices: found by identity (layout + device uuid), never trusted by path.
+    for (i, e) in loaded.sdt.iter().enumerate().skip(1) {
+        let mut paths: Vec<String> = candidates.to_vec();
+        paths.push(e.sec_path.clone());
+        let mut found = false;
+        for p in paths {
+            let Ok(mut sdev) = fts_blockdev::open(&p, &open_opts(cli)) else {
+                continue;
+            };
+            let mut lb5 = vec![0u8; LB];
+            if sdev
+                .read_at(fts_layout::MCB_LB * LB as u64, &mut lb5)
+                .is_err()
+            {
+                continue;
+            }
+            match fts_layout::Mcb::decode(&lb5) {
+                Ok(m) if m.blk5_device_uuid == e.sec_dev_id => {
+                    problems.extend(fts_layout::check::check_secondary(
+                        &lb5,
+                        &loaded.mcb,
+                        &loaded.sdt,
+                        i,
+                    ));
+                    found = true;
+                    break;
+                }
+                _ => continue,
+            }
+        }
+        if !found {
+            problems.push(fts_layout::check::Problem {
+                device: i,
+                lb: fts_layout::MCB_LB,
+                offset_in_lb: 0,
+                record: format!("secondary device {}", i + 1),
+                what: format!(
+                    "not found: no device with id {} (recorded at {}); pass --secondary PATH",
+                    e.sec_dev_id, e.sec_path
+                ),
+            });
+        }
+    }
+    report(dev.as_ref(), &loaded, &problems)
+}
+
+fn report(
+    dev: &dyn BlockDevice,
+    loaded: &layout::Loaded,
+    problems: &[fts_layout::check::Problem],
+) -> Result<()> {
+    if problems.is_empty() {
+        println!(
+            "{}: fts layout {} is consistent ({} connections, {} segments)",
+            dev.location(),
+            loaded.mcb.blk5_layout_uuid,
+            loaded.mcb.blk5_max_connections,
+            loaded.mcb.blk5_tot_seg_num
+        );
+        return Ok(());
+    }
+    for p in problems {
+        println!("{p}");
+    }
+    Err(fail(
+        Code::CheckProblems,
+        format!("{}: {} problem(s) found", dev.location(), problems.len()),
+    ))
+}
+
+/// The error chain as one line, skipping causes whose text the previous
+/// message already contains (library errors often embed their source).
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { Code::Usage as u8 } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fts: error: {}", message(&e));
+            ExitCode::from(code_of(&e) as u8)
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Exit codes and the mapping from library errors to them.
+//!
+//! Every failure leaves the process with a distinct, documented code so that
+//! scripts can tell a wrong device from a corrupt layout from a refused
+//! overwrite. The table is repeated in `fts --help`.
+
+use std::fmt;
+
+/// Process exit codes of `fts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// Anything not covered below.
+    Failure = 1,
+    /// Bad command line (clap uses 2 as well).
+    Usage = 2,
+    /// The device could not be opened, read or written.
+    Device = 3,
+    /// The device holds no fts layout, or its layout is unreadable.
+    Layout = 4,
+    /// `check` found problems.
+    CheckProblems = 5,
+    /// Refused to overwrite something that exists (layout, file) without --force/--replace.
+    Exists = 6,
+    /// The requested geometry does not fit the device(s).
+    Geometry = 7,
+}
+
+/// An error that carries its exit code; library errors are mapped in [`code_of`].
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit code.
+    pub code: Code,
+    /// The message.
+    pub msg: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Builds an `anyhow::Error` with an exit code.
+pub fn fail(code: Code, msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Failure {
+        code,
+        msg: msg.into(),
+    })
+}
+
+/// The exit code for an error: the first [`Failure`] or known library error in its chain.
+pub fn code_of(err: &anyhow::Error) -> Code {
+    for cause in err.chain() {
+        if let Some(f) = cause.downcast_ref::<Failure>() {
+            return f.code;
+        }
+        if cause.downcast_ref::<fts_layout::GeometryError>().is_some() {
+            return Code::Geometry;
+        }
+        if cause.downcast_ref::<fts_layout::Error>().is_some() {
+            return Code::Layout;
+        }
+        if cause.downcast_ref::<fts_blockdev::Error>().is_some() {
+            return Code::Device;
+        }
+    }
+    Code::Failure
+}

@@ -1,0 +1,234 @@
+//! `fts format`: lay the control structures on a master device (and the
+//! identity copies on secondary devices).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use fts_blockdev::{BlockDevice, OpenOptions, WriteMode};
+use fts_layout::{
+    format_writes, FormatSpec, Geometry, GeometryParams, Mcb, DEFAULT_HEARTBEAT_MS,
+    DEFAULT_IO_TIMEOUT_MS, DEFAULT_LEASE_TIMEOUT_MS, DEFAULT_LOCK_TIMEOUT_MS, LB, MCB_LB,
+};
+use uuid::Uuid;
+
+use crate::exit::{fail, Code};
+use crate::layout::open_device;
+use crate::size::human;
+
+/// What to format.
+#[derive(Debug, Clone)]
+pub struct FormatArgs {
+    /// Master device.
+    pub device: String,
+    /// Create or extend a regular file to this size.
+    pub size: Option<u64>,
+    /// Segment size in bytes.
+    pub segment_bytes: u64,
+    /// `blk5_max_connections`.
+    pub max_connections: u32,
+    /// `blk5_maxptr`.
+    pub ring_entries: u32,
+    /// `blk5_ptr_seg_per_process`.
+    pub batch: u32,
+    /// Secondary devices.
+    pub secondaries: Vec<String>,
+    /// Overwrite an existing layout or foreign data.
+    pub force: bool,
+    /// Logical block size override for regular files (emulate 4Kn).
+    pub block_size: Option<u32>,
+    /// Lease timeout stored in the MCB.
+    pub lease_timeout_ms: u32,
+}
+
+impl FormatArgs {
+    /// Defaults from fts-layout for everything but the device.
+    pub fn new(device: String) -> Self {
+        FormatArgs {
+            device,
+            size: None,
+            segment_bytes: fts_layout::DEFAULT_SEGMENT_BYTES,
+            max_connections: fts_layout::DEFAULT_MAX_CONNECTIONS,
+            ring_entries: fts_layout::DEFAULT_RING_ENTRIES,
+            batch: fts_layout::DEFAULT_BATCH,
+            secondaries: Vec::new(),
+            force: false,
+            block_size: None,
+            lease_timeout_ms: DEFAULT_LEASE_TIMEOUT_MS,
+        }
+    }
+}
+
+/// Refuses to overwrite an fts layout or foreign data at LB 4-7 unless forced.
+fn guard_existing(dev: &mut dyn BlockDevice, force: bool) -> Result<()> {
+    let loc = dev.location().to_string();
+    if dev.size_bytes() < 8 * LB as u64 {
+        return Ok(()); // too small; geometry will say so
+    }
+    let mut buf = vec![0u8; 4 * LB];
+    dev.read_at(4 * LB as u64, &mut buf)?;
+    if buf.iter().all(|&b| b == 0) || force {
+        return Ok(());
+    }
+    let lb5 = &buf[LB..2 * LB];
+    let what = match Mcb::decode(lb5) {
+        Ok(m) => format!(
+            "already holds an fts layout ({} device {} of layout {}, {} connections)",
+            match m.blk5_id {
+                fts_layout::DeviceRole::Master => "master",
+                fts_layout::DeviceRole::Secondary => "secondary",
+            },
+            m.blk5_dev_id,
+            m.blk5_layout_uuid,
+            m.blk5_max_connections
+        ),
+        Err(_) => {
+            "contains data at LB 4-7 (bytes 16384-32767) that is not an fts layout".to_string()
+        }
+    };
+    Err(fail(
+        Code::Exists,
+        format!("{loc} {what}; refusing to overwrite it without --force"),
+    ))
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn path_for_record(loc: &str) -> String {
+    let p = std::fs::canonicalize(loc)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| loc.to_string());
+    // Keep the tail if the path is longer than the field.
+    if p.len() > fts_layout::PATH_MAX {
+        let mut start = p.len() - fts_layout::PATH_MAX;
+        while !p.is_char_boundary(start) {
+            start += 1;
+        }
+        p[start..].to_string()
+    } else {
+        p
+    }
+}
+
+fn hw_id(dev: &dyn BlockDevice) -> String {
+    let id = dev.identity().id.clone();
+    if id.len() > fts_layout::HW_ID_MAX {
+        id.chars().take(fts_layout::HW_ID_MAX / 4).collect()
+    } else {
+        id
+    }
+}
+
+/// Formats the devices; returns the spec written, for the caller's summary.
+pub fn run(args: &FormatArgs) -> Result<FormatSpec> {
+    let opts = OpenOptions {
+        create_size: args.size,
+        block_size: args.block_size,
+        ..OpenOptions::default()
+    };
+    let mut devs: Vec<Box<dyn BlockDevice>> = vec![open_device(&args.device, &opts)?];
+    for s in &args.secondaries {
+        let sopts = OpenOptions {
+            block_size: args.block_size,
+            ..OpenOptions::default()
+        };
+        devs.push(open_device(s, &sopts)?);
+    }
+    for i in 0..devs.len() {
+        for j in 0..i {
+            if devs[i].identity() == devs[j].identity() {
+                return Err(fail(
+                    Code::Usage,
+                    format!(
+                        "{} and {} are the same device ({}); every secondary must be a distinct device",
+                        devs[j].location(),
+                        devs[i].location(),
+                        devs[i].identity()
+                    ),
+                ));
+            }
+        }
+    }
+    for d in devs.iter_mut() {
+        guard_existing(d.as_mut(), args.force)?;
+    }
+    let params = GeometryParams {
+        master_bytes: devs[0].size_bytes(),
+        secondary_bytes: devs[1..].iter().map(|d| d.size_bytes()).collect(),
+        block_size: devs.iter().map(|d| d.block_size()).max().unwrap_or(512),
+        segment_bytes: args.segment_bytes,
+        max_connections: args.max_connections,
+        ring_entries: args.ring_entries,
+        batch: args.batch,
+    };
+    let geometry = Geometry::compute(&params).map_err(|e| {
+        fail(
+            Code::Geometry,
+            format!("cannot format {}: {e}", args.device),
+        )
+    })?;
+    let spec = FormatSpec {
+        geometry,
+        layout_uuid: Uuid::new_v4(),
+        device_uuids: devs.iter().map(|_| Uuid::new_v4()).collect(),
+        time_ns: now_ns(),
+        paths: devs.iter().map(|d| path_for_record(d.location())).collect(),
+        hw_ids: devs.iter().map(|d| hw_id(d.as_ref())).collect(),
+        lease_timeout_ms: args.lease_timeout_ms,
+        lock_timeout_ms: DEFAULT_LOCK_TIMEOUT_MS,
+        io_timeout_ms: DEFAULT_IO_TIMEOUT_MS,
+        heartbeat_ms: DEFAULT_HEARTBEAT_MS.min(args.lease_timeout_ms / 4).max(1),
+    };
+    spec.validate()
+        .with_context(|| format!("cannot format {}", args.device))?;
+    // The plan ends with the master MCB alone in LB 5, so a crash part-way
+    // leaves no valid master behind. Make everything before it durable first.
+    for w in format_writes(&spec) {
+        let last = w.device == 0 && w.lb == MCB_LB;
+        if last {
+            for d in devs.iter_mut() {
+                d.flush()?;
+            }
+        }
+        let mode = if last {
+            WriteMode::Fua
+        } else {
+            WriteMode::Normal
+        };
+        devs[w.device].write_at(w.lb * LB as u64, &w.data, mode)?;
+    }
+    for d in devs.iter_mut() {
+        d.flush()?;
+    }
+    Ok(spec)
+}
+
+/// One-paragraph summary of a format.
+pub fn summary(spec: &FormatSpec) -> String {
+    let g = &spec.geometry;
+    let mut s = format!(
+        "formatted {} as an fts master: layout {}\n  {} connections, {} ring entries per table, batch {}, segments of {} ({} payload bytes)\n  {} data segments in all",
+        spec.paths[0],
+        spec.layout_uuid,
+        g.max_connections,
+        g.ring_entries,
+        g.batch,
+        human(u64::from(g.seg_lbs) * LB as u64),
+        g.payload_capacity(),
+        g.tot_seg_num,
+    );
+    for (i, p) in spec.paths.iter().enumerate().skip(1) {
+        s.push_str(&format!(
+            "\n  secondary device {} ({}): {} segments, id {}",
+            i + 1,
+            p,
+            g.devices[i].seg_count,
+            spec.device_uuids[i]
+        ));
+    }
+    s
+}

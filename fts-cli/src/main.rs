@@ -31,7 +31,8 @@ struct Cli {
     #[arg(short = 'd', long, env = "FTS_DEVICE", global = true)]
     device: Option<String>,
     /// This process's fts name (the patent's requestor/requestee name; 1-32 bytes).
-    #[arg(short = 'n', long, env = "FTS_NAME", global = true)]
+    /// Default: the short host name.
+    #[arg(short = 'n', long, env = "FTS_NAME", global = true, value_parser = parse_name)]
     name: Option<String>,
     /// Logical block size to use for a regular file (e.g. 4096 to emulate a 4Kn disk).
     #[arg(long, global = true, value_parser = parse_block_size)]
@@ -94,6 +95,35 @@ fn parse_block_size(s: &str) -> Result<u32, String> {
             "block size {v} is not one of 512, 1024, 2048, 4096"
         )),
     }
+}
+
+fn parse_name(s: &str) -> Result<String, String> {
+    fts_layout::validate_name(s)
+        .map(|()| s.to_string())
+        .map_err(|e| format!("invalid fts name {s:?}: {e}"))
+}
+
+/// The fts name: `--name`, else the short host name (first label), cut to fit.
+#[allow(dead_code)] // used by the connection commands (issue 3)
+fn name(cli: &Cli) -> Result<String> {
+    if let Some(n) = &cli.name {
+        return Ok(n.clone());
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map_err(|e| {
+        fail(
+            Code::Usage,
+            format!("no --name given and the host name is unreadable: {e}"),
+        )
+    })?;
+    let short: String = host
+        .trim()
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(fts_layout::NAME_MAX)
+        .collect();
+    parse_name(&short).map_err(|e| fail(Code::Usage, format!("{e}; pass --name")))
 }
 
 fn device(cli: &Cli) -> Result<String> {

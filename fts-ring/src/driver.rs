@@ -1,0 +1,701 @@
+//! The thin I/O driver: runs one side's [`Writer`] and [`Reader`] over a
+//! [`BlockDevice`].
+//!
+//! A [`RingPort`] owns this side's [`TableImage`]. [`RingPort::send`] cuts a
+//! message into segments, writes each batch of contiguous segments with one
+//! I/O (header with payload CRC32C + payload, only the LBs in use), then the
+//! dirty LBs of its table, and waits for the peer's acknowledgements.
+//! [`RingPort::recv`] polls the peer's table, reads each batch with one I/O,
+//! verifies it, hands verified payload to a sink in order and publishes its
+//! acknowledgements. While waiting it calls the liveness callback (dead-peer
+//! detection and timeouts belong to the session layer) and backs off with a
+//! [`Poller`].
+//!
+//! Limits: all ring segments of the connection must be on the device the
+//! port was given (the master); a layout that puts them on a secondary
+//! device is refused with [`Error::Unsupported`]. After any error the port's
+//! state is undefined: tear the connection down.
+
+use std::fmt;
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fts_blockdev::{AlignedBuf, BlockDevice, WriteMode};
+use fts_layout::{
+    Expect, Geometry, PtrChunk, Role, SegHeader, Stamp, LB, RECORD_SIZE, SEG_HDR_SIZE,
+};
+
+use crate::machine::{
+    Batch, MachineError, MessageInfo, Reader, ReaderAction, RingConfig, SegmentOutcome, TableImage,
+    Writer, WriterAction,
+};
+
+const CHUNKS_PER_LB: usize = LB / RECORD_SIZE;
+
+/// Everything that can go wrong moving a message through a ring.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A device I/O failed.
+    #[error("{op} at {location} failed: {source}")]
+    Io {
+        /// What was being done (e.g. "write segments").
+        op: &'static str,
+        /// Where: slot, role, ring index or table, byte offset.
+        location: String,
+        /// The device error.
+        source: fts_blockdev::Error,
+    },
+    /// A chunk of the peer's pointer table does not decode.
+    #[error("slot {slot}: chunk {chunk} of the {role}'s pointer table is unreadable: {source}")]
+    CorruptTable {
+        /// Connection slot.
+        slot: u32,
+        /// Owner of the table.
+        role: Role,
+        /// Chunk index.
+        chunk: u32,
+        /// The decode error.
+        source: fts_layout::Error,
+    },
+    /// The peer's table holds an entry no correct writer produces.
+    #[error("slot {slot}: segment {seq} is corrupt: {reason}")]
+    Corrupt {
+        /// Connection slot.
+        slot: u32,
+        /// Sequence number of the segment.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The reader kept rejecting our segments.
+    #[error("slot {slot}: segment {seq} rejected by the peer, {retries} retransmissions without progress")]
+    TooManyRetries {
+        /// Connection slot.
+        slot: u32,
+        /// Sequence number of the last rejected segment.
+        seq: u64,
+        /// NAKs without progress.
+        retries: u32,
+    },
+    /// The peer is dead or closed (raised by the liveness callback).
+    #[error("slot {slot}: peer gone: {reason}")]
+    PeerGone {
+        /// Connection slot.
+        slot: u32,
+        /// Why the peer is considered gone.
+        reason: String,
+    },
+    /// Reading the message source failed.
+    #[error("reading the message at offset {offset} failed: {source}")]
+    Source {
+        /// Byte offset in the message.
+        offset: u64,
+        /// The error.
+        source: io::Error,
+    },
+    /// The message source ended before the announced length.
+    #[error("the message source ended at offset {offset}, before the announced {len} bytes")]
+    SourceShort {
+        /// Where it ended.
+        offset: u64,
+        /// The announced length.
+        len: u64,
+    },
+    /// The receiving sink failed.
+    #[error("the receiving sink failed: {source}")]
+    Sink {
+        /// Its error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A message is already being sent.
+    #[error("slot {slot}: a message is already being sent")]
+    Busy {
+        /// Connection slot.
+        slot: u32,
+    },
+    /// Parameters that cannot work.
+    #[error("invalid ring parameters: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+    /// Something this driver does not do yet.
+    #[error("unsupported: {reason}")]
+    Unsupported {
+        /// What.
+        reason: String,
+    },
+}
+
+/// Where a message's bytes come from (random access, so a NAK can rewind).
+pub trait MessageSource {
+    /// Reads up to `buf.len()` bytes at `offset`; 0 means end of data.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+fn slice_read_at(data: &[u8], offset: u64, buf: &mut [u8]) -> usize {
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(data.len());
+    let n = buf.len().min(data.len() - start);
+    buf[..n].copy_from_slice(&data[start..start + n]);
+    n
+}
+
+impl MessageSource for &[u8] {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        Ok(slice_read_at(self, offset, buf))
+    }
+}
+
+impl MessageSource for Vec<u8> {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        Ok(slice_read_at(self, offset, buf))
+    }
+}
+
+impl MessageSource for std::fs::File {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(self, buf, offset)
+    }
+}
+
+/// Adaptive waiting: a few spins, then yields, then sleeps doubling up to a
+/// maximum; [`reset`](Poller::reset) on progress.
+#[derive(Debug, Clone)]
+pub struct Poller {
+    /// Waits that only spin.
+    pub spins: u32,
+    /// Waits that yield the CPU after the spins.
+    pub yields: u32,
+    /// First sleep.
+    pub min_sleep: Duration,
+    /// Longest sleep.
+    pub max_sleep: Duration,
+    idle: u32,
+    sleep: Duration,
+}
+
+impl Default for Poller {
+    fn default() -> Poller {
+        Poller::new(Duration::from_millis(2))
+    }
+}
+
+impl Poller {
+    /// A poller sleeping at most `max_sleep`.
+    pub fn new(max_sleep: Duration) -> Poller {
+        let min_sleep = Duration::from_micros(10).min(max_sleep);
+        Poller {
+            spins: 64,
+            yields: 16,
+            min_sleep,
+            max_sleep,
+            idle: 0,
+            sleep: min_sleep,
+        }
+    }
+
+    /// Progress was made: wait briefly again.
+    pub fn reset(&mut self) {
+        self.idle = 0;
+        self.sleep = self.min_sleep;
+    }
+
+    /// Waits once.
+    pub fn wait(&mut self) {
+        if self.idle < self.spins {
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+        } else if self.idle < self.spins.saturating_add(self.yields) {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(self.sleep);
+            self.sleep = (self.sleep * 2).min(self.max_sleep);
+        }
+        self.idle = self.idle.saturating_add(1);
+    }
+}
+
+/// Called while waiting; an error aborts the transfer.
+pub type Liveness<'d> = Box<dyn FnMut() -> Result<(), Error> + Send + 'd>;
+
+/// One side of a connection: its table, both machines, the device.
+pub struct RingPort<'d> {
+    dev: &'d mut dyn BlockDevice,
+    geo: Geometry,
+    slot: u32,
+    role: Role,
+    generation: u64,
+    layout_id: u64,
+    table: TableImage,
+    writer: Writer,
+    reader: Reader,
+    poller: Poller,
+    liveness: Option<Liveness<'d>>,
+    seg_buf: AlignedBuf,
+    table_buf: AlignedBuf,
+    peer_buf: AlignedBuf,
+    peer: Vec<PtrChunk>,
+}
+
+impl fmt::Debug for RingPort<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RingPort")
+            .field("device", &self.dev.location())
+            .field("slot", &self.slot)
+            .field("role", &self.role)
+            .field("generation", &self.generation)
+            .field("writer", &self.writer)
+            .field("reader", &self.reader)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn lbs_for(bytes: usize) -> usize {
+    bytes.div_ceil(LB) * LB
+}
+
+impl<'d> RingPort<'d> {
+    /// A port for `role` of connection `slot` (1-based) with `generation`,
+    /// on the master device `dev` of the layout `geo` / `layout_id`. Does no
+    /// I/O; call [`init_table`](Self::init_table) at connection start.
+    pub fn new(
+        dev: &'d mut dyn BlockDevice,
+        geo: Geometry,
+        slot: u32,
+        role: Role,
+        generation: u64,
+        layout_id: u64,
+    ) -> Result<RingPort<'d>, Error> {
+        if slot == 0 || slot > geo.max_connections {
+            return Err(Error::Config {
+                reason: format!("slot {slot} not in 1..={}", geo.max_connections),
+            });
+        }
+        let cfg = RingConfig::from_geometry(&geo, role, generation);
+        let cfg_err = |e: MachineError| Error::Config {
+            reason: e.to_string(),
+        };
+        let writer = Writer::new(cfg).map_err(cfg_err)?;
+        let reader = Reader::new(cfg).map_err(cfg_err)?;
+        for r in Role::BOTH {
+            for i in [0, geo.ring_entries - 1] {
+                let g = geo.ring_segment(slot, r, i);
+                match geo.segment_location(g) {
+                    Some((0, _)) => {}
+                    other => {
+                        return Err(Error::Unsupported {
+                            reason: format!(
+                                "slot {slot}: ring entry {i} of the {r}'s table is segment {g} at {other:?}, not on the master device"
+                            ),
+                        })
+                    }
+                }
+            }
+        }
+        let blk_read = u16::try_from(geo.seg_lbs).map_err(|_| Error::Config {
+            reason: format!("segment of {} LBs", geo.seg_lbs),
+        })?;
+        let table = TableImage::cleared(generation, geo.ring_entries, blk_read, |i| {
+            geo.ring_segment(slot, role, i)
+        });
+        let alloc = |len: usize| {
+            AlignedBuf::new(len).map_err(|source| Error::Io {
+                op: "allocate buffer",
+                location: dev.location().to_owned(),
+                source,
+            })
+        };
+        let seg_buf = alloc(geo.batch as usize * geo.seg_lbs as usize * LB)?;
+        let table_buf = alloc(geo.table_bytes())?;
+        let peer_buf = alloc(geo.table_bytes())?;
+        Ok(RingPort {
+            dev,
+            geo,
+            slot,
+            role,
+            generation,
+            layout_id,
+            table,
+            writer,
+            reader,
+            poller: Poller::default(),
+            liveness: None,
+            seg_buf,
+            table_buf,
+            peer_buf,
+            peer: Vec::new(),
+        })
+    }
+
+    /// Sets the callback run while waiting (dead-peer detection, timeouts).
+    pub fn set_liveness(&mut self, liveness: Liveness<'d>) {
+        self.liveness = Some(liveness);
+    }
+
+    /// Replaces the poller.
+    pub fn set_poller(&mut self, poller: Poller) {
+        self.poller = poller;
+    }
+
+    /// This side's table image.
+    pub fn table(&self) -> &TableImage {
+        &self.table
+    }
+
+    /// This side's writer machine.
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// This side's reader machine.
+    pub fn reader(&self) -> &Reader {
+        &self.reader
+    }
+
+    /// Writes this side's whole table, cleared, with the connection's
+    /// generation (FUA).
+    pub fn init_table(&mut self) -> Result<(), Error> {
+        self.table.mark_all_dirty();
+        self.publish(WriteMode::Fua)
+    }
+
+    /// Sends the `len` bytes of `msg`; returns when the peer has
+    /// acknowledged the last segment.
+    pub fn send(&mut self, msg: &mut dyn MessageSource, len: u64) -> Result<(), Error> {
+        self.writer
+            .begin_message(len)
+            .map_err(|e| self.machine_err(e))?;
+        self.poller.reset();
+        loop {
+            match self.writer.next_action() {
+                WriterAction::WriteSegments(b) => {
+                    self.write_batch(msg, &b, len)?;
+                    self.writer.on_segments_written(&mut self.table);
+                    self.poller.reset();
+                }
+                WriterAction::PublishTable => {
+                    self.publish(WriteMode::Normal)?;
+                    self.writer.on_published();
+                }
+                WriterAction::WaitForAck => {
+                    self.read_peer()?;
+                    let progress = self
+                        .writer
+                        .on_peer_acks(&self.peer)
+                        .map_err(|e| self.machine_err(e))?;
+                    if progress {
+                        self.poller.reset();
+                    } else {
+                        self.idle()?;
+                    }
+                }
+                WriterAction::Done | WriterAction::Idle => return Ok(()),
+            }
+        }
+    }
+
+    /// Receives the next message, handing its payload to `sink` in order.
+    pub fn recv<E>(
+        &mut self,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<MessageInfo, Error>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        self.poller.reset();
+        let mut done: Option<MessageInfo> = None;
+        let mut stale = true;
+        loop {
+            if stale {
+                self.read_peer()?;
+            }
+            let action = self
+                .reader
+                .next_action(&self.peer)
+                .map_err(|e| self.machine_err(e))?;
+            match action {
+                ReaderAction::ReadSegments(b) => {
+                    self.read_batch(&b, sink)?;
+                    if let Some(info) = self.reader.take_completed() {
+                        done = Some(info);
+                    }
+                    self.poller.reset();
+                    stale = true;
+                }
+                ReaderAction::PublishTable => {
+                    self.publish(WriteMode::Normal)?;
+                    self.reader.on_published();
+                    if let Some(info) = done {
+                        return Ok(info);
+                    }
+                    stale = false;
+                }
+                ReaderAction::Wait => {
+                    if let Some(info) = done {
+                        return Ok(info);
+                    }
+                    self.idle()?;
+                    stale = true;
+                }
+            }
+        }
+    }
+
+    fn machine_err(&self, e: MachineError) -> Error {
+        match e {
+            MachineError::TooManyRetries { seq, retries } => Error::TooManyRetries {
+                slot: self.slot,
+                seq,
+                retries,
+            },
+            MachineError::Protocol { index, seq, reason } => Error::Corrupt {
+                slot: self.slot,
+                seq,
+                reason: format!("ring entry {index}: {reason}"),
+            },
+            MachineError::Busy => Error::Busy { slot: self.slot },
+            MachineError::Config { reason } => Error::Config { reason },
+        }
+    }
+
+    fn idle(&mut self) -> Result<(), Error> {
+        if let Some(l) = &mut self.liveness {
+            l()?;
+        }
+        self.poller.wait();
+        Ok(())
+    }
+
+    fn io_err(
+        &self,
+        op: &'static str,
+        what: String,
+        offset: u64,
+    ) -> impl FnOnce(fts_blockdev::Error) -> Error {
+        let location = format!(
+            "{} slot {} {}, byte {offset}",
+            self.dev.location(),
+            self.slot,
+            what
+        );
+        move |source| Error::Io {
+            op,
+            location,
+            source,
+        }
+    }
+
+    /// Byte offset of the data segment of ring entry `index` of `owner`'s table.
+    fn seg_offset(&self, owner: Role, index: u32) -> Result<u64, Error> {
+        let g = self.geo.ring_segment(self.slot, owner, index);
+        match self.geo.segment_location(g) {
+            Some((0, off)) => Ok(off),
+            other => Err(Error::Unsupported {
+                reason: format!("segment {g} at {other:?} is not on the master device"),
+            }),
+        }
+    }
+
+    /// Writes the LBs holding dirty chunks.
+    fn publish(&mut self, mode: WriteMode) -> Result<(), Error> {
+        let chunks = self.table.chunk_count() as usize;
+        let mut dirty_lbs = vec![false; self.geo.ptr_table_lbs as usize];
+        for run in self.table.dirty_runs() {
+            let (a, b) = (run.start as usize, run.end as usize);
+            for lb in a / CHUNKS_PER_LB..b.div_ceil(CHUNKS_PER_LB) {
+                if let Some(d) = dirty_lbs.get_mut(lb) {
+                    *d = true;
+                }
+            }
+        }
+        let base = self.geo.table_lb(self.slot, self.role) * LB as u64;
+        let mut lb = 0;
+        while lb < dirty_lbs.len() {
+            if !dirty_lbs[lb] {
+                lb += 1;
+                continue;
+            }
+            let start = lb;
+            while lb < dirty_lbs.len() && dirty_lbs[lb] {
+                lb += 1;
+            }
+            let buf = &mut self.table_buf[start * LB..lb * LB];
+            for (k, rec) in buf.chunks_exact_mut(RECORD_SIZE).enumerate() {
+                let c = start * CHUNKS_PER_LB + k;
+                if c < chunks {
+                    rec.copy_from_slice(
+                        &self
+                            .table
+                            .chunk(c as u32)
+                            .encode(Stamp::new(self.layout_id, c as u32)),
+                    );
+                } else {
+                    rec.fill(0);
+                }
+            }
+            let offset = base + (start * LB) as u64;
+            let err = self.io_err(
+                "write pointer table",
+                format!("{} table", self.role),
+                offset,
+            );
+            self.dev
+                .write_at(offset, &self.table_buf[start * LB..lb * LB], mode)
+                .map_err(err)?;
+        }
+        self.table.mark_clean();
+        Ok(())
+    }
+
+    /// Reads and decodes the peer's whole table into `self.peer`.
+    fn read_peer(&mut self) -> Result<(), Error> {
+        let peer = self.role.peer();
+        let offset = self.geo.table_lb(self.slot, peer) * LB as u64;
+        let err = self.io_err("read pointer table", format!("{peer} table"), offset);
+        self.dev.read_at(offset, &mut self.peer_buf).map_err(err)?;
+        self.peer.clear();
+        for c in 0..self.geo.chunks_per_table {
+            let at = c as usize * RECORD_SIZE;
+            let rec = &self.peer_buf[at..at + RECORD_SIZE];
+            let chunk =
+                PtrChunk::decode(rec, Expect::exact(self.layout_id, c)).map_err(|source| {
+                    Error::CorruptTable {
+                        slot: self.slot,
+                        role: peer,
+                        chunk: c,
+                        source,
+                    }
+                })?;
+            self.peer.push(chunk);
+        }
+        Ok(())
+    }
+
+    /// Bytes one I/O covers for `b`: every segment but the last is full.
+    fn batch_bytes(&self, b: &Batch) -> usize {
+        let seg_bytes = self.geo.seg_lbs as usize * LB;
+        let last = b.segments.last().map_or(0, |s| s.len as usize);
+        (b.segments.len().saturating_sub(1)) * seg_bytes + lbs_for(SEG_HDR_SIZE + last)
+    }
+
+    fn write_batch(
+        &mut self,
+        msg: &mut dyn MessageSource,
+        b: &Batch,
+        len: u64,
+    ) -> Result<(), Error> {
+        let seg_bytes = self.geo.seg_lbs as usize * LB;
+        let total = self.batch_bytes(b);
+        let ts = now_ns();
+        for (j, s) in b.segments.iter().enumerate() {
+            let base = j * seg_bytes;
+            let end = base + lbs_for(SEG_HDR_SIZE + s.len as usize);
+            let seg = &mut self.seg_buf[base..end];
+            let (hdr, rest) = seg.split_at_mut(SEG_HDR_SIZE);
+            let (payload, pad) = rest.split_at_mut(s.len as usize);
+            let mut filled = 0;
+            while filled < payload.len() {
+                let off = s.offset + filled as u64;
+                match msg.read_at(off, &mut payload[filled..]) {
+                    Ok(0) => return Err(Error::SourceShort { offset: off, len }),
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(source) => {
+                        return Err(Error::Source {
+                            offset: off,
+                            source,
+                        })
+                    }
+                }
+            }
+            pad.fill(0);
+            let g = self.geo.ring_segment(self.slot, self.role, s.index);
+            let h = SegHeader {
+                seg_seq: s.seq,
+                generation: self.generation,
+                timestamp: ts,
+                len: s.len,
+                payload_crc: crc32c::crc32c(payload),
+                slot: self.slot,
+                req_id: s.req_id,
+                flags: s.flags,
+            };
+            hdr.copy_from_slice(&h.encode(Stamp::new(self.layout_id, g)));
+        }
+        let offset = self.seg_offset(self.role, b.first_index())?;
+        let err = self.io_err(
+            "write segments",
+            format!(
+                "{} ring entries {}+{}",
+                self.role,
+                b.first_index(),
+                b.count()
+            ),
+            offset,
+        );
+        self.dev
+            .write_at(offset, &self.seg_buf[..total], WriteMode::Normal)
+            .map_err(err)
+    }
+
+    fn read_batch<E>(
+        &mut self,
+        b: &Batch,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), Error>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let peer = self.role.peer();
+        let seg_bytes = self.geo.seg_lbs as usize * LB;
+        let total = self.batch_bytes(b);
+        let offset = self.seg_offset(peer, b.first_index())?;
+        let err = self.io_err(
+            "read segments",
+            format!("{peer} ring entries {}+{}", b.first_index(), b.count()),
+            offset,
+        );
+        self.dev
+            .read_at(offset, &mut self.seg_buf[..total])
+            .map_err(err)?;
+        for (j, s) in b.segments.iter().enumerate() {
+            let base = j * seg_bytes;
+            let g = self.geo.ring_segment(self.slot, peer, s.index);
+            let hdr = &self.seg_buf[base..base + SEG_HDR_SIZE];
+            let payload = &self.seg_buf[base + SEG_HDR_SIZE..base + SEG_HDR_SIZE + s.len as usize];
+            let ok = match SegHeader::decode(hdr, Expect::exact(self.layout_id, g)) {
+                Ok(h) => {
+                    h.seg_seq == s.seq
+                        && h.generation == self.generation
+                        && h.req_id == s.req_id
+                        && h.flags == s.flags
+                        && h.len == s.len
+                        && h.slot == self.slot
+                        && h.payload_crc == crc32c::crc32c(payload)
+                }
+                Err(_) => false,
+            };
+            match self.reader.on_segment(&mut self.table, s, ok) {
+                SegmentOutcome::Accepted { .. } => {
+                    if !payload.is_empty() {
+                        sink(payload).map_err(|e| Error::Sink {
+                            source: Box::new(e),
+                        })?;
+                    }
+                }
+                SegmentOutcome::Rejected | SegmentOutcome::Ignored => {}
+            }
+        }
+        Ok(())
+    }
+}

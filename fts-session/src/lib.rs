@@ -1,15 +1,23 @@
-//! fts connections and the file-transfer command protocol.
+//! fts connections and (later) the file-transfer command protocol.
 //!
-//! **For** (to be filled by issue 3): connection set-up over the Process Id
-//! Table (the patent's Figs. 8 and 9: the initiator claims a free entry under
-//! the table lock, the connector acknowledges with `PRO_FLAG_PROCESSING`),
-//! leases for dead-peer detection, and the Appendix A commands (`open`, `get`,
-//! `put`, `replace`, `dir`, `cd`, `close`, `quit`) framed as ring messages.
+//! **For**: connection set-up over the Process Id Table, as in the patent's
+//! Figs. 8 and 9 — the initiator scans for a free entry without the lock,
+//! locks, re-reads, claims it (`PRO_FLAG_ALLOCATED`, names, OS type), writes
+//! it back, unlocks and polls; the connector polls for unacknowledged
+//! entries naming it, locks, re-reads and sets `PRO_FLAG_PROCESSING`.
+//! Closing frees the entry. Still to come (issue 3): leases for dead-peer
+//! detection and the Appendix A commands framed as ring messages.
 //!
 //! **Not for**: the on-disk format (`fts-layout`), device I/O
-//! (`fts-blockdev`), locking mechanisms (`fts-lock`) or the segment protocol
-//! itself (`fts-ring`). This crate composes them.
-//!
-//! Nothing is implemented yet; this crate is a documented skeleton.
+//! (`fts-blockdev`), lock mechanisms (`fts-lock`) or the segment protocol
+//! (`fts-ring`). This crate composes them.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod connect;
+mod error;
+mod table;
+
+pub use connect::{accept, claim, close, pending_for, wait_accepted, Claim, Identity};
+pub use error::Error;
+pub use table::Shared;

@@ -1,0 +1,227 @@
+//! Connection set-up and tear-down over the Process Id Table (Figs. 8, 9).
+//!
+//! Only the entry record (the first LB of an entry) is written here, and
+//! only while the Process Id Table lock is held; every write is preceded by
+//! a re-read under the lock, so a decision made on an unlocked scan is never
+//! acted on without being confirmed.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fts_layout::{OsType, PidEntry, PRO_FLAG_ALLOCATED, PRO_FLAG_PROCESSING, PRO_FLAG_REFUSED};
+use fts_lock::{Backoff, TableLock};
+use uuid::Uuid;
+
+use crate::{Error, Shared};
+
+/// Who we are, as written into the Process Id Table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// fts name (1-32 bytes).
+    pub name: String,
+    /// OS type (`pro_requestor_type` / `pro_requestee_type`).
+    pub os: OsType,
+    /// Host id.
+    pub host: Uuid,
+}
+
+impl Identity {
+    /// A Unix identity with the host id from `/etc/machine-id` (nil if absent).
+    pub fn unix(name: &str) -> Result<Self, Error> {
+        fts_layout::validate_name(name).map_err(Error::Name)?;
+        let host = std::fs::read_to_string("/etc/machine-id")
+            .ok()
+            .and_then(|s| Uuid::try_parse(s.trim()).ok())
+            .unwrap_or_default();
+        Ok(Identity {
+            name: name.to_string(),
+            os: OsType::Unix,
+            host,
+        })
+    }
+}
+
+/// A claimed (and possibly accepted) Process Id Table entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// `pro_process_id`: the 1-based entry number.
+    pub slot: u32,
+    /// `pro_generation` of this connection.
+    pub generation: u64,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn first_free(table: &[PidEntry]) -> Option<u32> {
+    table.iter().find(|e| e.is_free()).map(|e| e.pro_process_id)
+}
+
+/// Fig. 8, steps 100-110: claim a free entry for a connection from `me` to
+/// the connector named `peer`. Returns once the claim is on disk; see
+/// [`wait_accepted`].
+pub fn claim(
+    shared: &mut Shared,
+    lock: &mut dyn TableLock,
+    me: &Identity,
+    peer: &str,
+    lock_timeout: Duration,
+) -> Result<Claim, Error> {
+    fts_layout::validate_name(peer).map_err(Error::Name)?;
+    let full = |s: &Shared| Error::TableFull {
+        location: s.location().to_string(),
+        max: s.geometry().max_connections,
+    };
+    // Scan without the lock (cheap, no contention)...
+    let table = shared.read_table()?;
+    let Some(mut slot) = first_free(&table) else {
+        return Err(full(shared));
+    };
+    // ...then lock, re-read and confirm before writing.
+    let guard = lock.lock(lock_timeout)?;
+    let mut entry = shared.read_entry(slot)?;
+    if !entry.is_free() {
+        let table = shared.read_table()?;
+        match first_free(&table) {
+            Some(s) => {
+                slot = s;
+                entry = table[s as usize - 1].clone();
+            }
+            None => {
+                drop(guard);
+                return Err(full(shared));
+            }
+        }
+    }
+    let generation = entry.pro_generation.wrapping_add(1).max(1);
+    let mut nonce = [0u8; 16];
+    rand::fill(&mut nonce);
+    let claimed = PidEntry {
+        pro_process_id: slot,
+        pro_flag_process: PRO_FLAG_ALLOCATED,
+        pro_requestor_type: me.os,
+        pro_generation: generation,
+        pro_alloc_time: now_ns(),
+        pro_requestor: me.name.clone(),
+        pro_requestee: peer.to_string(),
+        pro_requestor_host: me.host,
+        pro_auth_nonce: nonce,
+        ..PidEntry::free(slot)
+    };
+    shared.write_entry(&claimed)?;
+    guard.release()?;
+    Ok(Claim { slot, generation })
+}
+
+/// Fig. 8, step 112: poll until the connector sets `PRO_FLAG_PROCESSING`.
+/// On timeout or refusal the entry is freed again (under the lock) and the
+/// error says why.
+pub fn wait_accepted(
+    shared: &mut Shared,
+    lock: &mut dyn TableLock,
+    claim: Claim,
+    peer: &str,
+    timeout: Duration,
+    lock_timeout: Duration,
+) -> Result<(), Error> {
+    let start = Instant::now();
+    let mut backoff =
+        Backoff::with_delays(timeout, Duration::from_micros(50), Duration::from_millis(5));
+    loop {
+        let e = shared.read_entry(claim.slot)?;
+        if e.pro_generation != claim.generation || !e.is_allocated() {
+            return Err(Error::Lost {
+                slot: claim.slot,
+                expected: claim.generation,
+                found: e.pro_generation,
+            });
+        }
+        if e.pro_flag_process & PRO_FLAG_REFUSED != 0 {
+            close(shared, lock, claim, lock_timeout)?;
+            return Err(Error::Refused {
+                name: peer.to_string(),
+                rc: e.pro_con_rc,
+            });
+        }
+        if e.is_processing() {
+            return Ok(());
+        }
+        if !backoff.wait() {
+            close(shared, lock, claim, lock_timeout)?;
+            return Err(Error::NoConnector {
+                name: peer.to_string(),
+                slot: claim.slot,
+                waited: start.elapsed(),
+            });
+        }
+    }
+}
+
+/// Fig. 9, steps 130-132: entries requesting the connector `name` that are
+/// not yet acknowledged (one unlocked table read).
+pub fn pending_for(shared: &mut Shared, name: &str) -> Result<Vec<Claim>, Error> {
+    Ok(shared
+        .read_table()?
+        .into_iter()
+        .filter(|e| {
+            e.pro_flag_process & (PRO_FLAG_ALLOCATED | PRO_FLAG_PROCESSING | PRO_FLAG_REFUSED)
+                == PRO_FLAG_ALLOCATED
+                && e.pro_requestee == name
+        })
+        .map(|e| Claim {
+            slot: e.pro_process_id,
+            generation: e.pro_generation,
+        })
+        .collect())
+}
+
+/// Fig. 9, steps 134-138: accept a pending request. Returns `Ok(false)` if,
+/// re-read under the lock, the entry is no longer that pending request.
+pub fn accept(
+    shared: &mut Shared,
+    lock: &mut dyn TableLock,
+    me: &Identity,
+    claim: Claim,
+    lock_timeout: Duration,
+) -> Result<bool, Error> {
+    let guard = lock.lock(lock_timeout)?;
+    let mut e = shared.read_entry(claim.slot)?;
+    let still_pending = e.pro_generation == claim.generation
+        && e.pro_flag_process & (PRO_FLAG_ALLOCATED | PRO_FLAG_PROCESSING | PRO_FLAG_REFUSED)
+            == PRO_FLAG_ALLOCATED
+        && e.pro_requestee == me.name;
+    if still_pending {
+        e.pro_flag_process |= PRO_FLAG_PROCESSING;
+        e.pro_requestee_type = me.os;
+        e.pro_requestee_host = me.host;
+        e.pro_accept_time = now_ns();
+        shared.write_entry(&e)?;
+    }
+    guard.release()?;
+    Ok(still_pending)
+}
+
+/// Frees the entry if it still belongs to this connection (same
+/// generation). The generation is kept so the next claim of the slot gets a
+/// new one.
+pub fn close(
+    shared: &mut Shared,
+    lock: &mut dyn TableLock,
+    claim: Claim,
+    lock_timeout: Duration,
+) -> Result<(), Error> {
+    let guard = lock.lock(lock_timeout)?;
+    let e = shared.read_entry(claim.slot)?;
+    if e.pro_generation == claim.generation && !e.is_free() {
+        let freed = PidEntry {
+            pro_generation: e.pro_generation,
+            ..PidEntry::free(claim.slot)
+        };
+        shared.write_entry(&freed)?;
+    }
+    guard.release()?;
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! The shared device as the session layer sees it: the layout and the
+//! Process Id Table entry records.
+
+use fts_blockdev::{BlockDevice, WriteMode};
+use fts_layout::{Expect, Geometry, Mcb, PidEntry, SdtEntry, Stamp, LB, MCB_LB, RECORD_SIZE};
+
+use crate::Error;
+
+/// A handle on a formatted master device.
+#[derive(Debug)]
+pub struct Shared {
+    dev: Box<dyn BlockDevice>,
+    mcb: Mcb,
+    geometry: Geometry,
+}
+
+impl Shared {
+    /// Reads the Master Control Block and Secondary Device Table of `dev`.
+    pub fn open(mut dev: Box<dyn BlockDevice>) -> Result<Self, Error> {
+        let mut buf = vec![0u8; 3 * LB];
+        dev.read_at(MCB_LB * LB as u64, &mut buf)?;
+        let location = dev.location().to_string();
+        let layout = |source| Error::Layout {
+            location: location.clone(),
+            source,
+        };
+        let mcb = Mcb::decode(&buf[..LB]).map_err(layout)?;
+        let sdt_lb = &buf[2 * LB..3 * LB];
+        let mut sdt: Vec<SdtEntry> = Vec::new();
+        for i in 0..mcb.blk5_secondary_device_entrynum as usize {
+            let rec = &sdt_lb[i * RECORD_SIZE..(i + 1) * RECORD_SIZE];
+            let e = SdtEntry::decode(rec, Expect::exact(mcb.layout_id(), i as u32 + 1))
+                .map_err(layout)?;
+            sdt.push(e);
+        }
+        let geometry = Geometry::from_mcb(&mcb, &sdt).map_err(layout)?;
+        Ok(Shared { dev, mcb, geometry })
+    }
+
+    /// The Master Control Block.
+    pub fn mcb(&self) -> &Mcb {
+        &self.mcb
+    }
+
+    /// The layout geometry.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// The device location, for messages.
+    pub fn location(&self) -> &str {
+        self.dev.location()
+    }
+
+    /// A second handle on the same device (one per thread).
+    pub fn reopen(&self) -> Result<Shared, Error> {
+        Ok(Shared {
+            dev: self.dev.reopen()?,
+            mcb: self.mcb.clone(),
+            geometry: self.geometry.clone(),
+        })
+    }
+
+    /// The device, for the ring driver.
+    pub fn device(&mut self) -> &mut dyn BlockDevice {
+        self.dev.as_mut()
+    }
+
+    /// Reads one entry; an all-zero record reads as free.
+    pub fn read_entry(&mut self, slot: u32) -> Result<PidEntry, Error> {
+        let mut buf = vec![0u8; LB];
+        self.dev
+            .read_at(self.geometry.pid_entry_lb(slot) * LB as u64, &mut buf)?;
+        self.decode(slot, &buf[..RECORD_SIZE])
+    }
+
+    fn decode(&self, slot: u32, rec: &[u8]) -> Result<PidEntry, Error> {
+        match PidEntry::decode(rec, Expect::exact(self.mcb.layout_id(), slot)) {
+            Ok(e) => Ok(e),
+            Err(fts_layout::Error::Empty { .. }) => Ok(PidEntry::free(slot)),
+            Err(source) => Err(Error::Layout {
+                location: self.dev.location().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Reads every entry in one I/O.
+    pub fn read_table(&mut self) -> Result<Vec<PidEntry>, Error> {
+        let g = &self.geometry;
+        let n = g.max_connections;
+        let per = fts_layout::PID_ENTRY_LBS as usize * LB;
+        let mut buf = vec![0u8; n as usize * per];
+        self.dev.read_at(g.pit_ptr * LB as u64, &mut buf)?;
+        (1..=n)
+            .map(|slot| {
+                let off = (slot as usize - 1) * per;
+                self.decode(slot, &buf[off..off + RECORD_SIZE])
+            })
+            .collect()
+    }
+
+    /// Writes one entry record (its LB holds nothing else), durably.
+    /// Callers hold the Process Id Table lock.
+    pub fn write_entry(&mut self, e: &PidEntry) -> Result<(), Error> {
+        let mut buf = vec![0u8; LB];
+        let stamp = Stamp::new(self.mcb.layout_id(), e.pro_process_id);
+        buf[..RECORD_SIZE].copy_from_slice(&e.encode(stamp));
+        let lb = self.geometry.pid_entry_lb(e.pro_process_id);
+        self.dev.write_at(lb * LB as u64, &buf, WriteMode::Fua)?;
+        Ok(())
+    }
+}

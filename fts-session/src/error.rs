@@ -59,4 +59,63 @@ pub enum Error {
     /// A name does not fit `pro_requestor`/`pro_requestee`.
     #[error("invalid fts name: {0}")]
     Name(fts_layout::Error),
+    /// The peer's lease made no progress for longer than the lease timeout.
+    #[error("the {peer} of connection {slot} is dead: its lease made no progress for {silent:?}")]
+    PeerDead {
+        /// The connection.
+        slot: u32,
+        /// "initiator" or "connector".
+        peer: String,
+        /// How long it was silent, on our clock.
+        silent: std::time::Duration,
+    },
+    /// The peer closed the connection.
+    #[error("the {peer} closed connection {slot}")]
+    PeerClosed {
+        /// The connection.
+        slot: u32,
+        /// "initiator" or "connector".
+        peer: String,
+    },
+    /// A background thread could not be started or failed.
+    #[error("heartbeat thread: {0}")]
+    Thread(String),
+    /// The ring (segment protocol) failed.
+    #[error(transparent)]
+    Ring(#[from] fts_ring::Error),
+    /// The server answered with an error.
+    #[error("server: {code:?}: {message}")]
+    Remote {
+        /// Class of the error.
+        code: crate::ErrorCode,
+        /// The server's reason.
+        message: String,
+    },
+    /// A local file operation failed.
+    #[error("{op} {path}: {source}")]
+    Local {
+        /// What was being done.
+        op: &'static str,
+        /// The local path.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The local target exists and replace was not requested.
+    #[error("{path} exists; use replace to overwrite it")]
+    LocalExists {
+        /// The local path.
+        path: String,
+    },
+    /// End-to-end digest mismatch: the file was not put in place.
+    #[error(
+        "integrity check failed for {path}: BLAKE3 of the received bytes differs from the sender's"
+    )]
+    Integrity {
+        /// The file.
+        path: String,
+    },
+    /// The peer sent something the protocol does not allow here.
+    #[error("protocol error: {0}")]
+    Protocol(String),
 }

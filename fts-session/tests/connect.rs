@@ -2,54 +2,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
-use fts_blockdev::{OpenOptions, WriteMode};
-use fts_layout::{format_plan, FormatSpec, Geometry, GeometryParams, OsType, LB};
+use common::format;
+
+use fts_blockdev::OpenOptions;
+use fts_layout::OsType;
 use fts_lock::OfdLock;
 use fts_session::{accept, claim, close, pending_for, wait_accepted, Error, Identity, Shared};
 use uuid::Uuid;
 
 const T: Duration = Duration::from_secs(5);
-
-fn format(path: &Path, max_connections: u32) {
-    let mut dev = fts_blockdev::open(
-        path.to_str().unwrap(),
-        &OpenOptions {
-            create_size: Some(16 << 20),
-            ..OpenOptions::default()
-        },
-    )
-    .unwrap();
-    let g = Geometry::compute(&GeometryParams {
-        master_bytes: dev.size_bytes(),
-        secondary_bytes: vec![],
-        block_size: dev.block_size(),
-        segment_bytes: 64 << 10,
-        max_connections,
-        ring_entries: 8,
-        batch: 2,
-    })
-    .unwrap();
-    let spec = FormatSpec {
-        geometry: g,
-        layout_uuid: Uuid::new_v4(),
-        device_uuids: vec![Uuid::new_v4()],
-        time_ns: 1,
-        paths: vec![path.display().to_string()],
-        hw_ids: vec![String::new()],
-        lease_timeout_ms: 10_000,
-        lock_timeout_ms: 10_000,
-        io_timeout_ms: 30_000,
-        heartbeat_ms: 1_000,
-    };
-    for w in format_plan(&spec) {
-        dev.write_at(w.lb * LB as u64, &w.data, WriteMode::Normal)
-            .unwrap();
-    }
-    dev.flush().unwrap();
-}
 
 fn open(path: &Path) -> (Shared, OfdLock) {
     let dev = fts_blockdev::open(path.to_str().unwrap(), &OpenOptions::default()).unwrap();

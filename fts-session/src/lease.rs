@@ -1,0 +1,206 @@
+//! Leases: each side of a connection advances a counter in its own lease
+//! record; the other side declares it dead when the counter makes no
+//! progress for `lease_timeout_ms` (from the Master Control Block) as
+//! measured on its **own** monotonic clock. No two hosts' clocks are ever
+//! compared.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fts_blockdev::WriteMode;
+use fts_layout::{CmdArea, Expect, Lease, Role, Stamp, LB, LEASE_ALIVE, LEASE_CLOSED, RECORD_SIZE};
+use uuid::Uuid;
+
+use crate::{Claim, Error, Shared};
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Writes one lease LB: the lease record and our (empty) command area, both
+/// ours alone.
+fn write_lease(shared: &mut Shared, claim: Claim, role: Role, lease: &Lease) -> Result<(), Error> {
+    let stamp = Stamp::new(shared.mcb().layout_id(), claim.slot);
+    let mut buf = vec![0u8; LB];
+    buf[..RECORD_SIZE].copy_from_slice(&lease.encode(stamp));
+    let cmd = CmdArea {
+        generation: claim.generation,
+        data: Vec::new(),
+    };
+    buf[RECORD_SIZE..2 * RECORD_SIZE].copy_from_slice(&cmd.encode(stamp));
+    let lb = shared.geometry().lease_lb(claim.slot, role);
+    shared
+        .device()
+        .write_at(lb * LB as u64, &buf, WriteMode::Fua)?;
+    Ok(())
+}
+
+/// Reads the lease `role` wrote for `slot`.
+pub fn read_lease(shared: &mut Shared, slot: u32, role: Role) -> Result<Lease, Error> {
+    let mut buf = vec![0u8; LB];
+    let lb = shared.geometry().lease_lb(slot, role);
+    shared.device().read_at(lb * LB as u64, &mut buf)?;
+    let id = shared.mcb().layout_id();
+    Lease::decode(&buf[..RECORD_SIZE], Expect::exact(id, slot)).map_err(|source| Error::Layout {
+        location: shared.location().to_string(),
+        source,
+    })
+}
+
+/// Our side's heartbeat: a thread with its own device handle that advances
+/// the lease counter every `heartbeat_ms`.
+#[derive(Debug)]
+pub struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<(), Error>>>,
+    shared: Shared,
+    claim: Claim,
+    role: Role,
+    host: Uuid,
+}
+
+impl Heartbeat {
+    /// Writes the first beat synchronously, then keeps beating in the background.
+    pub fn start(
+        shared: &Shared,
+        claim: Claim,
+        role: Role,
+        host: Uuid,
+    ) -> Result<Heartbeat, Error> {
+        let mut mine = shared.reopen()?;
+        let interval = Duration::from_millis(u64::from(shared.mcb().heartbeat_ms.max(1)));
+        let lease = move |counter| Lease {
+            role,
+            state: LEASE_ALIVE,
+            generation: claim.generation,
+            counter,
+            timestamp: now_ns(),
+            host,
+            pid: std::process::id(),
+        };
+        write_lease(&mut mine, claim, role, &lease(1))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let mut bg = shared.reopen()?;
+        let thread = std::thread::Builder::new()
+            .name(format!("fts-heartbeat-{}", claim.slot))
+            .spawn(move || {
+                let mut counter = 1u64;
+                let mut next = Instant::now() + interval;
+                while !flag.load(Ordering::Relaxed) {
+                    let now = Instant::now();
+                    if now < next {
+                        std::thread::sleep((next - now).min(Duration::from_millis(20)));
+                        continue;
+                    }
+                    counter += 1;
+                    write_lease(&mut bg, claim, role, &lease(counter))?;
+                    next += interval;
+                }
+                Ok(())
+            })
+            .map_err(|e| Error::Thread(e.to_string()))?;
+        Ok(Heartbeat {
+            stop,
+            thread: Some(thread),
+            shared: mine,
+            claim,
+            role,
+            host,
+        })
+    }
+
+    /// Stops beating and marks the lease closed cleanly, so the peer sees a
+    /// close rather than waiting for the lease to expire.
+    pub fn stop(mut self) -> Result<(), Error> {
+        self.halt()?;
+        let lease = Lease {
+            role: self.role,
+            state: LEASE_CLOSED,
+            generation: self.claim.generation,
+            counter: u64::MAX,
+            timestamp: now_ns(),
+            host: self.host,
+            pid: std::process::id(),
+        };
+        write_lease(&mut self.shared, self.claim, self.role, &lease)
+    }
+
+    fn halt(&mut self) -> Result<(), Error> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| Error::Thread("heartbeat thread panicked".into()))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        // Stop beating; without an explicit stop the peer sees expiry, which
+        // is the truth about a connection we abandoned.
+        let _ = self.halt();
+    }
+}
+
+/// Watches the peer's lease.
+#[derive(Debug, Clone)]
+pub struct PeerWatch {
+    claim: Claim,
+    peer: Role,
+    timeout: Duration,
+    last: Option<u64>,
+    since: Instant,
+}
+
+impl PeerWatch {
+    /// Watches `peer`'s lease of this connection with the MCB's lease timeout.
+    pub fn new(shared: &Shared, claim: Claim, peer: Role) -> PeerWatch {
+        PeerWatch {
+            claim,
+            peer,
+            timeout: Duration::from_millis(u64::from(shared.mcb().lease_timeout_ms)),
+            last: None,
+            since: Instant::now(),
+        }
+    }
+
+    /// `Ok` while the peer lives (or has not started beating yet within the
+    /// timeout); [`Error::PeerClosed`] or [`Error::PeerDead`] otherwise.
+    pub fn check(&mut self, shared: &mut Shared) -> Result<(), Error> {
+        let lease = read_lease(shared, self.claim.slot, self.peer)?;
+        let current = lease.generation == self.claim.generation;
+        if current && lease.state == LEASE_CLOSED {
+            return Err(Error::PeerClosed {
+                slot: self.claim.slot,
+                peer: self.peer.to_string(),
+            });
+        }
+        let counter = if current && lease.state == LEASE_ALIVE {
+            Some(lease.counter)
+        } else {
+            None
+        };
+        if counter.is_some() && counter != self.last {
+            self.last = counter;
+            self.since = Instant::now();
+            return Ok(());
+        }
+        let silent = self.since.elapsed();
+        if silent > self.timeout {
+            return Err(Error::PeerDead {
+                slot: self.claim.slot,
+                peer: self.peer.to_string(),
+                silent,
+            });
+        }
+        Ok(())
+    }
+}

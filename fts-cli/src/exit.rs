@@ -23,6 +23,16 @@ pub enum Code {
     Exists = 6,
     /// The requested geometry does not fit the device(s).
     Geometry = 7,
+    /// The far side refused the command (its reason is in the message).
+    Remote = 8,
+    /// No connector with that name accepted in time.
+    NoServer = 9,
+    /// The peer died (lease expired) or closed the connection.
+    PeerGone = 10,
+    /// The end-to-end digest did not match; nothing was put in place.
+    Integrity = 11,
+    /// Every Process Id Table entry is in use.
+    TableFull = 12,
 }
 
 /// An error that carries its exit code; library errors are mapped in [`code_of`].
@@ -55,6 +65,30 @@ pub fn code_of(err: &anyhow::Error) -> Code {
     for cause in err.chain() {
         if let Some(f) = cause.downcast_ref::<Failure>() {
             return f.code;
+        }
+        if let Some(e) = cause.downcast_ref::<fts_session::Error>() {
+            use fts_session::Error as S;
+            match e {
+                S::Remote {
+                    code: fts_session::ErrorCode::Exists,
+                    ..
+                }
+                | S::LocalExists { .. } => return Code::Exists,
+                S::Remote {
+                    code: fts_session::ErrorCode::Integrity,
+                    ..
+                }
+                | S::Integrity { .. } => return Code::Integrity,
+                S::Remote { .. } => return Code::Remote,
+                S::NoConnector { .. } | S::Refused { .. } => return Code::NoServer,
+                S::PeerDead { .. } | S::PeerClosed { .. } => return Code::PeerGone,
+                S::Ring(fts_ring::Error::PeerGone { .. }) => return Code::PeerGone,
+                S::TableFull { .. } => return Code::TableFull,
+                S::Name(_) => return Code::Usage,
+                S::Device(_) => return Code::Device,
+                S::Layout { .. } => return Code::Layout,
+                _ => {}
+            }
         }
         if cause.downcast_ref::<fts_layout::GeometryError>().is_some() {
             return Code::Geometry;

@@ -10,8 +10,11 @@ mod format;
 mod inspect;
 mod layout;
 mod size;
+mod transfer;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -22,7 +25,8 @@ use crate::exit::{code_of, fail, Code};
 
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other failure, 2 usage, 3 device I/O or open error, \
 4 not formatted or unreadable layout, 5 check found problems, 6 refused to overwrite (use --force/--replace), \
-7 geometry does not fit";
+7 geometry does not fit, 8 the server refused (no such file, outside the root, ...), 9 no server accepted in time, \
+10 the peer died or closed, 11 end-to-end integrity check failed, 12 Process Id Table full";
 
 #[derive(Debug, Parser)]
 #[command(name = "fts", version, about = "File transfer between hosts through a shared disk (EMC WO 98/14871)", after_help = EXIT_CODES)]
@@ -85,6 +89,81 @@ enum Cmd {
         #[arg(long = "secondary")]
         secondaries: Vec<String>,
     },
+    /// Be the connector NAME: serve any number of connections, confined to --root.
+    Serve {
+        /// Every remote path is confined to this directory.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
+    /// Interactive client (Appendix A commands); reads a script from stdin when not a terminal.
+    Shell {
+        /// Open a connection to this server first.
+        server: Option<String>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Copy a local file to SERVER.
+    Put {
+        /// The server's fts name.
+        server: String,
+        /// Local file.
+        local: PathBuf,
+        /// Remote path, relative to the server's root.
+        remote: String,
+        /// Overwrite an existing remote file.
+        #[arg(long)]
+        replace: bool,
+        /// Text mode: convert line endings.
+        #[arg(long)]
+        text: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Copy a remote file from SERVER.
+    Get {
+        /// The server's fts name.
+        server: String,
+        /// Remote path, relative to the server's root.
+        remote: String,
+        /// Local file.
+        local: PathBuf,
+        /// Overwrite an existing local file.
+        #[arg(long)]
+        replace: bool,
+        /// Text mode: convert line endings.
+        #[arg(long)]
+        text: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// List a remote directory.
+    Dir {
+        /// The server's fts name.
+        server: String,
+        /// Remote directory (default: the server's root).
+        path: Option<String>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Show the Process Id Table: slot, requestor, requestee, state, age.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Format a temporary device, run a server process and a client, move a file both ways.
+    Demo {
+        /// Size of the generated file.
+        #[arg(long, value_parser = size::parse_size, default_value = "64M")]
+        size: u64,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ConnArgs {
+    /// How long to wait for the server to accept, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
 }
 
 fn parse_block_size(s: &str) -> Result<u32, String> {
@@ -103,8 +182,16 @@ fn parse_name(s: &str) -> Result<String, String> {
         .map_err(|e| format!("invalid fts name {s:?}: {e}"))
 }
 
+fn ctx(cli: &Cli, conn: Option<&ConnArgs>) -> Result<transfer::Ctx> {
+    Ok(transfer::Ctx {
+        device: device(cli)?,
+        name: name(cli)?,
+        opts: open_opts(cli),
+        connect_timeout: Duration::from_secs_f64(conn.map(|c| c.timeout).unwrap_or(10.0).max(0.0)),
+    })
+}
+
 /// The fts name: `--name`, else the short host name (first label), cut to fit.
-#[allow(dead_code)] // used by the connection commands (issue 3)
 fn name(cli: &Cli) -> Result<String> {
     if let Some(n) = &cli.name {
         return Ok(n.clone());
@@ -180,6 +267,43 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Check { secondaries } => check(&cli, secondaries),
+        Cmd::Serve { root } => transfer::serve(&ctx(&cli, None)?, root),
+        Cmd::Shell { server, conn } => transfer::shell(&ctx(&cli, Some(conn))?, server.as_deref()),
+        Cmd::Put {
+            server,
+            local,
+            remote,
+            replace,
+            text,
+            conn,
+        } => transfer::put(
+            &ctx(&cli, Some(conn))?,
+            server,
+            local,
+            remote,
+            *replace,
+            *text,
+        ),
+        Cmd::Get {
+            server,
+            remote,
+            local,
+            replace,
+            text,
+            conn,
+        } => transfer::get(
+            &ctx(&cli, Some(conn))?,
+            server,
+            remote,
+            local,
+            *replace,
+            *text,
+        ),
+        Cmd::Dir { server, path, conn } => {
+            transfer::dir(&ctx(&cli, Some(conn))?, server, path.as_deref())
+        }
+        Cmd::Status { json } => transfer::status(&ctx(&cli, None)?, *json),
+        Cmd::Demo { size } => transfer::demo(*size),
     }
 }
 

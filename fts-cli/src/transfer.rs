@@ -1,0 +1,438 @@
+//! The connection commands: `serve`, `put`, `get`, `dir`, `shell`, `status`
+//! and `demo`.
+
+use std::io::{BufRead, IsTerminal, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use fts_lock::{LockKind, TableLock};
+use fts_session::{Client, ClientTimeouts, Identity, LockFactory, Shared};
+
+use crate::exit::{fail, Code};
+use crate::layout::open_device;
+use crate::size::human;
+
+/// What every connection command needs.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// Device location.
+    pub device: String,
+    /// Our fts name.
+    pub name: String,
+    /// Device open options.
+    pub opts: fts_blockdev::OpenOptions,
+    /// How long to wait for a server to accept.
+    pub connect_timeout: Duration,
+}
+
+impl Ctx {
+    fn shared(&self) -> Result<Shared> {
+        let dev = open_device(&self.device, &self.opts)?;
+        Shared::open(dev).with_context(|| format!("{} is not a usable fts device", self.device))
+    }
+
+    fn lock(&self) -> Result<Box<dyn TableLock>> {
+        Ok(fts_lock::open_lock(LockKind::File, &self.device)?)
+    }
+
+    fn lock_timeout(shared: &Shared) -> Duration {
+        Duration::from_millis(u64::from(shared.mcb().lock_timeout_ms))
+    }
+}
+
+fn with_client<R>(
+    ctx: &Ctx,
+    server: &str,
+    f: impl FnOnce(&mut Client<'_>) -> Result<R, fts_session::Error>,
+) -> Result<R> {
+    let mut shared = ctx.shared()?;
+    let mut lock = ctx.lock()?;
+    let me = Identity::unix(&ctx.name)?;
+    let t = ClientTimeouts {
+        connect: ctx.connect_timeout,
+        lock: Ctx::lock_timeout(&shared),
+    };
+    Ok(fts_session::with_client(
+        &mut shared,
+        lock.as_mut(),
+        &me,
+        server,
+        t,
+        f,
+    )?)
+}
+
+/// `fts serve`.
+pub fn serve(ctx: &Ctx, root: &Path) -> Result<()> {
+    let mut shared = ctx.shared()?;
+    let me = Identity::unix(&ctx.name)?;
+    let dev = ctx.device.clone();
+    let locks: LockFactory = Arc::new(move || fts_lock::open_lock(LockKind::File, &dev));
+    let lt = Ctx::lock_timeout(&shared);
+    let stop = AtomicBool::new(false);
+    eprintln!(
+        "fts: serving as {:?} on {} from {}",
+        ctx.name,
+        ctx.device,
+        root.display()
+    );
+    let log = |m: String| eprintln!("fts: {m}");
+    fts_session::serve(&mut shared, locks, &me, root, lt, &stop, &log)?;
+    Ok(())
+}
+
+/// `fts put SERVER LOCAL REMOTE`.
+pub fn put(
+    ctx: &Ctx,
+    server: &str,
+    local: &Path,
+    remote: &str,
+    replace: bool,
+    text: bool,
+) -> Result<()> {
+    let t = Instant::now();
+    let n = with_client(ctx, server, |c| {
+        c.set_text(text);
+        c.put(local, remote, replace)
+    })?;
+    eprintln!(
+        "put {} -> {server}:{remote}: {} in {:.3}s",
+        local.display(),
+        human(n),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `fts get SERVER REMOTE LOCAL`.
+pub fn get(
+    ctx: &Ctx,
+    server: &str,
+    remote: &str,
+    local: &Path,
+    replace: bool,
+    text: bool,
+) -> Result<()> {
+    let t = Instant::now();
+    let n = with_client(ctx, server, |c| {
+        c.set_text(text);
+        c.get(remote, local, replace)
+    })?;
+    eprintln!(
+        "get {server}:{remote} -> {}: {} in {:.3}s",
+        local.display(),
+        human(n),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn print_listing(entries: &[fts_session::DirEntry]) {
+    for e in entries {
+        let kind = match e.kind {
+            fts_session::EntryKind::File => "-",
+            fts_session::EntryKind::Dir => "d",
+            fts_session::EntryKind::Symlink => "l",
+            fts_session::EntryKind::Other => "?",
+        };
+        println!(
+            "{kind} {:>14} {:>20} {}",
+            e.size,
+            e.mtime_ns / 1_000_000_000,
+            e.name
+        );
+    }
+}
+
+/// `fts dir SERVER [PATH]`.
+pub fn dir(ctx: &Ctx, server: &str, path: Option<&str>) -> Result<()> {
+    let entries = with_client(ctx, server, |c| c.dir(path))?;
+    print_listing(&entries);
+    Ok(())
+}
+
+const HELP: &str = "commands: open SERVER | get REMOTE [LOCAL] | put LOCAL [REMOTE] | replace | dir [PATH] | cd DIR | \
+lcd DIR | pwd | text | binary | close | quit | help";
+
+/// `fts shell [SERVER]`: Appendix A interactively, or a script on stdin
+/// (stops at the first error with a non-zero exit).
+pub fn shell(ctx: &Ctx, server: Option<&str>) -> Result<()> {
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    let mut lines = stdin.lock().lines();
+    let mut pending_open = server.map(str::to_string);
+    let mut lcd: PathBuf = std::env::current_dir()?;
+    let prompt = |p: &str| {
+        if interactive {
+            print!("{p}> ");
+            let _ = std::io::stdout().flush();
+        }
+    };
+    loop {
+        let target = match pending_open.take() {
+            Some(s) => s,
+            None => {
+                prompt("fts");
+                let Some(line) = lines.next() else {
+                    return Ok(());
+                };
+                let line = line?;
+                let words: Vec<&str> = line.split_whitespace().collect();
+                match words.as_slice() {
+                    [] => continue,
+                    ["open", s] => s.to_string(),
+                    ["quit"] | ["bye"] | ["exit"] => return Ok(()),
+                    ["help"] => {
+                        println!("{HELP}");
+                        continue;
+                    }
+                    ["lcd", d] => {
+                        lcd = lcd.join(d);
+                        continue;
+                    }
+                    _ => {
+                        let e = fail(
+                            Code::Usage,
+                            format!("not connected: {line:?} (use open SERVER first)"),
+                        );
+                        if interactive {
+                            eprintln!("fts: {e}");
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let mut quit = false;
+        let mut failure: Option<anyhow::Error> = None;
+        let r = with_client(ctx, &target, |c| {
+            println!("connected to {target}");
+            loop {
+                prompt(&target);
+                let Some(line) = lines.next() else {
+                    quit = true;
+                    return Ok(());
+                };
+                let line = line.map_err(|e| fts_session::Error::Protocol(format!("stdin: {e}")))?;
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let local = |p: &str| lcd.join(p);
+                let base = |p: &str| {
+                    Path::new(p)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| p.to_string())
+                };
+                let res: Result<(), fts_session::Error> = match words.as_slice() {
+                    [] => Ok(()),
+                    ["close"] => return Ok(()),
+                    ["quit"] | ["bye"] | ["exit"] => {
+                        quit = true;
+                        return Ok(());
+                    }
+                    ["help"] => {
+                        println!("{HELP}");
+                        Ok(())
+                    }
+                    ["replace"] => {
+                        c.set_replace();
+                        Ok(())
+                    }
+                    ["text"] | ["ascii"] => {
+                        c.set_text(true);
+                        Ok(())
+                    }
+                    ["binary"] => {
+                        c.set_text(false);
+                        Ok(())
+                    }
+                    ["get", r] => c
+                        .get(r, &local(&base(r)), false)
+                        .map(|n| println!("received {n} bytes")),
+                    ["get", r, l] => c
+                        .get(r, &local(l), false)
+                        .map(|n| println!("received {n} bytes")),
+                    ["put", l] => c
+                        .put(&local(l), &base(l), false)
+                        .map(|n| println!("sent {n} bytes")),
+                    ["put", l, r] => c
+                        .put(&local(l), r, false)
+                        .map(|n| println!("sent {n} bytes")),
+                    ["dir"] | ["ls"] => c.dir(None).map(|e| print_listing(&e)),
+                    ["dir", p] | ["ls", p] => c.dir(Some(p)).map(|e| print_listing(&e)),
+                    ["cd", d] => c.cd(d).map(|p| println!("{p}")),
+                    ["pwd"] => c.pwd().map(|p| println!("{p}")),
+                    ["lcd", d] => {
+                        lcd = lcd.join(d);
+                        Ok(())
+                    }
+                    _ => Err(fts_session::Error::Protocol(format!(
+                        "unknown command {line:?}; {HELP}"
+                    ))),
+                };
+                if let Err(e) = res {
+                    match e {
+                        // Far-side and local refusals leave the connection usable.
+                        fts_session::Error::Remote { .. }
+                        | fts_session::Error::LocalExists { .. }
+                        | fts_session::Error::Local { .. }
+                        | fts_session::Error::Protocol(_)
+                            if interactive =>
+                        {
+                            eprintln!("fts: {e}")
+                        }
+                        fts_session::Error::Remote { .. }
+                        | fts_session::Error::LocalExists { .. }
+                        | fts_session::Error::Local { .. }
+                        | fts_session::Error::Protocol(_) => {
+                            failure = Some(anyhow::Error::new(e));
+                            quit = true;
+                            return Ok(());
+                        }
+                        other => return Err(other),
+                    }
+                }
+            }
+        });
+        r?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if quit {
+            return Ok(());
+        }
+    }
+}
+
+/// `fts status`: the Process Id Table as an operator sees it.
+pub fn status(ctx: &Ctx, json: bool) -> Result<()> {
+    let mut shared = ctx.shared()?;
+    let table = shared.read_table()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut rows = Vec::new();
+    for e in table.iter().filter(|e| !e.is_free()) {
+        let state = if e.is_refused() {
+            "refused"
+        } else if e.is_processing() {
+            "connected"
+        } else {
+            "requested"
+        };
+        let age = now.saturating_sub(e.pro_alloc_time) as f64 / 1e9;
+        rows.push(serde_json::json!({
+            "slot": e.pro_process_id, "requestor": e.pro_requestor, "requestee": e.pro_requestee,
+            "state": state, "generation": e.pro_generation, "age_s": (age * 10.0).round() / 10.0,
+        }));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "connections": rows, "max_connections": table.len() })
+            )?
+        );
+    } else {
+        println!(
+            "{:>5}  {:<32} {:<32} {:<10} {:>8}",
+            "slot", "requestor", "requestee", "state", "age"
+        );
+        for r in &rows {
+            println!(
+                "{:>5}  {:<32} {:<32} {:<10} {:>7}s",
+                r["slot"],
+                r["requestor"].as_str().unwrap_or(""),
+                r["requestee"].as_str().unwrap_or(""),
+                r["state"].as_str().unwrap_or(""),
+                r["age_s"]
+            );
+        }
+        println!("{} of {} connections in use", rows.len(), table.len());
+    }
+    Ok(())
+}
+
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `fts demo`: a temporary file-backed device, a server process and a
+/// client moving a generated file both ways.
+pub fn demo(size: u64) -> Result<()> {
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let dev = dir.path().join("shared.img");
+    let dev_s = dev.display().to_string();
+    let mut fa = crate::format::FormatArgs::new(dev_s.clone());
+    fa.size = Some(256 << 20);
+    fa.max_connections = 4;
+    fa.ring_entries = 96;
+    fa.segment_bytes = 256 << 10;
+    fa.batch = 16;
+    let spec = crate::format::run(&fa)?;
+    println!("{}", crate::format::summary(&spec));
+    let server_root = dir.path().join("server");
+    let client_dir = dir.path().join("client");
+    std::fs::create_dir_all(&server_root)?;
+    std::fs::create_dir_all(&client_dir)?;
+    let exe = std::env::current_exe()?;
+    let _server = Child(
+        std::process::Command::new(exe)
+            .args(["-d", &dev_s, "-n", "demo-server", "serve", "--root"])
+            .arg(&server_root)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start the demo server process")?,
+    );
+    println!(
+        "started server process \"demo-server\" with root {}",
+        server_root.display()
+    );
+    let src = client_dir.join("payload.bin");
+    let mut data = vec![0u8; size as usize];
+    rand::Rng::fill(&mut rand::rng(), &mut data[..]);
+    std::fs::write(&src, &data)?;
+    let ctx = Ctx {
+        device: dev_s,
+        name: "demo-client".into(),
+        opts: fts_blockdev::OpenOptions::default(),
+        connect_timeout: Duration::from_secs(10),
+    };
+    let back = client_dir.join("payload.back");
+    let (tput, tget) = with_client(&ctx, "demo-server", |c| {
+        let t = Instant::now();
+        c.put(&src, "payload.bin", false)?;
+        let tput = t.elapsed();
+        let t = Instant::now();
+        c.get("payload.bin", &back, false)?;
+        Ok((tput, t.elapsed()))
+    })?;
+    let stored = std::fs::read(server_root.join("payload.bin"))?;
+    let returned = std::fs::read(&back)?;
+    if stored != data || returned != data {
+        return Err(fail(Code::Failure, "demo: the file changed in transit"));
+    }
+    let mib = size as f64 / (1 << 20) as f64;
+    println!(
+        "put {} to demo-server: {:.3}s ({:.1} MiB/s)",
+        human(size),
+        tput.as_secs_f64(),
+        mib / tput.as_secs_f64()
+    );
+    println!(
+        "get {} back:           {:.3}s ({:.1} MiB/s)",
+        human(size),
+        tget.as_secs_f64(),
+        mib / tget.as_secs_f64()
+    );
+    println!("both copies are byte-identical to the original");
+    Ok(())
+}

@@ -41,6 +41,10 @@ impl Drop for Rig {
 
 impl Rig {
     fn new(max_connections: u32) -> Rig {
+        Rig::with_lease(max_connections, 10_000)
+    }
+
+    fn with_lease(max_connections: u32, lease_ms: u32) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let dev = dir.path().join("shared.img").display().to_string();
         let o = fts()
@@ -57,6 +61,8 @@ impl Rig {
             .arg(RING.to_string())
             .args(["--batch", "4", "--max-connections"])
             .arg(max_connections.to_string())
+            .arg("--lease-timeout-ms")
+            .arg(lease_ms.to_string())
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", text(&o));
@@ -334,5 +340,92 @@ fn a_full_table_is_a_clear_error_and_frees_nothing() {
         assert!(h.wait_with_output().unwrap().status.success());
     }
     let o = rig.client("late", &["dir", "srv"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+fn connected(rig: &Rig, want: usize) -> bool {
+    for _ in 0..200 {
+        let o = rig.client("q", &["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let n = v["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["state"] == "connected")
+            .count();
+        if n == want {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+/// The server dies (SIGKILL) under an open connection: the client's next
+/// command fails with "peer died" (exit 10) within about the lease timeout,
+/// leaves no partial file, and frees its Process Id Table entry.
+#[test]
+fn a_dead_server_is_detected_and_nothing_partial_is_left() {
+    let mut rig = Rig::with_lease(4, 800);
+    let mut sh = fts()
+        .args(["-d", &rig.dev, "-n", "c", "shell", "srv"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(connected(&rig, 1));
+    rig.server.kill().unwrap();
+    rig.server.wait().unwrap();
+    let target = rig.local("never");
+    let t = std::time::Instant::now();
+    sh.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("get f {}\n", s(&target)).as_bytes())
+        .unwrap();
+    let o = sh.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    assert!(
+        text(&o).contains("dead") || text(&o).contains("gone"),
+        "{}",
+        text(&o)
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(!target.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(rig.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains(".fts-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let o = rig.client("q", &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["connections"].as_array().unwrap().len(), 0, "{v}");
+}
+
+/// A client killed mid-session: the server sees its lease stop, frees the
+/// entry, and keeps serving others.
+#[test]
+fn a_dead_client_is_cleaned_up_by_the_server() {
+    let rig = Rig::with_lease(4, 800);
+    let mut sh = fts()
+        .args(["-d", &rig.dev, "-n", "doomed", "shell", "srv"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(connected(&rig, 1));
+    sh.kill().unwrap();
+    sh.wait().unwrap();
+    assert!(
+        connected(&rig, 0),
+        "the dead client's entry was never freed"
+    );
+    let o = rig.client("q", &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["connections"].as_array().unwrap().len(), 0, "{v}");
+    let o = rig.client("next", &["dir", "srv"]);
     assert!(o.status.success(), "{}", text(&o));
 }

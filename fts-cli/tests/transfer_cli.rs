@@ -429,3 +429,13 @@ fn a_dead_client_is_cleaned_up_by_the_server() {
     let o = rig.client("next", &["dir", "srv"]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+/// The README's main job runs end to end.
+#[test]
+fn demo_moves_a_file_both_ways() {
+    let o = fts().args(["demo", "--size", "3M"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("byte-identical"), "{out}");
+    assert!(out.contains("MiB/s"), "{out}");
+}

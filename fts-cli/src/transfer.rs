@@ -274,25 +274,24 @@ pub fn shell(ctx: &Ctx, server: Option<&str>) -> Result<()> {
                     ))),
                 };
                 if let Err(e) = res {
-                    match e {
-                        // Far-side and local refusals leave the connection usable.
+                    // Far-side and local refusals leave the connection usable:
+                    // an interactive user carries on, a script stops here.
+                    let recoverable = matches!(
+                        e,
                         fts_session::Error::Remote { .. }
-                        | fts_session::Error::LocalExists { .. }
-                        | fts_session::Error::Local { .. }
-                        | fts_session::Error::Protocol(_)
-                            if interactive =>
-                        {
-                            eprintln!("fts: {e}")
-                        }
-                        fts_session::Error::Remote { .. }
-                        | fts_session::Error::LocalExists { .. }
-                        | fts_session::Error::Local { .. }
-                        | fts_session::Error::Protocol(_) => {
-                            failure = Some(anyhow::Error::new(e));
-                            quit = true;
-                            return Ok(());
-                        }
-                        other => return Err(other),
+                            | fts_session::Error::LocalExists { .. }
+                            | fts_session::Error::Local { .. }
+                            | fts_session::Error::Protocol(_)
+                    );
+                    if !recoverable {
+                        return Err(e);
+                    }
+                    if interactive {
+                        eprintln!("fts: {e}");
+                    } else {
+                        failure = Some(anyhow::Error::new(e));
+                        quit = true;
+                        return Ok(());
                     }
                 }
             }

@@ -84,6 +84,23 @@ pub fn serve(ctx: &Ctx, root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Runs one file copy on a fresh connection and reports size and time.
+fn timed_copy(
+    ctx: &Ctx,
+    server: &str,
+    text: bool,
+    what: String,
+    copy: impl FnOnce(&mut Client<'_>) -> Result<u64, fts_session::Error>,
+) -> Result<()> {
+    let t = Instant::now();
+    let n = with_client(ctx, server, |c| {
+        c.set_text(text);
+        copy(c)
+    })?;
+    eprintln!("{what}: {} in {:.3}s", human(n), t.elapsed().as_secs_f64());
+    Ok(())
+}
+
 /// `fts put SERVER LOCAL REMOTE`.
 pub fn put(
     ctx: &Ctx,
@@ -93,18 +110,8 @@ pub fn put(
     replace: bool,
     text: bool,
 ) -> Result<()> {
-    let t = Instant::now();
-    let n = with_client(ctx, server, |c| {
-        c.set_text(text);
-        c.put(local, remote, replace)
-    })?;
-    eprintln!(
-        "put {} -> {server}:{remote}: {} in {:.3}s",
-        local.display(),
-        human(n),
-        t.elapsed().as_secs_f64()
-    );
-    Ok(())
+    let what = format!("put {} -> {server}:{remote}", local.display());
+    timed_copy(ctx, server, text, what, |c| c.put(local, remote, replace))
 }
 
 /// `fts get SERVER REMOTE LOCAL`.
@@ -116,18 +123,8 @@ pub fn get(
     replace: bool,
     text: bool,
 ) -> Result<()> {
-    let t = Instant::now();
-    let n = with_client(ctx, server, |c| {
-        c.set_text(text);
-        c.get(remote, local, replace)
-    })?;
-    eprintln!(
-        "get {server}:{remote} -> {}: {} in {:.3}s",
-        local.display(),
-        human(n),
-        t.elapsed().as_secs_f64()
-    );
-    Ok(())
+    let what = format!("get {server}:{remote} -> {}", local.display());
+    timed_copy(ctx, server, text, what, |c| c.get(remote, local, replace))
 }
 
 fn print_listing(entries: &[fts_session::DirEntry]) {

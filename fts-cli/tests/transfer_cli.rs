@@ -90,6 +90,26 @@ impl Rig {
             .unwrap()
     }
 
+    /// Runs `fts shell srv` with `script` on stdin.
+    fn shell(&self, name: &str, script: &[u8]) -> Output {
+        let mut child = fts()
+            .args(["-d", &self.dev, "-n", name, "shell", "srv"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(script).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// The `connections` array of `fts status --json`.
+    fn connections(&self) -> Vec<serde_json::Value> {
+        let o = self.client("q", &["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["connections"].as_array().unwrap().clone()
+    }
+
     fn local(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -195,20 +215,7 @@ fn shell_script_dir_cd_text_mode() {
         s(&t),
         s(&rig.local("up.crlf"))
     );
-    let mut child = fts()
-        .args(["-d", &rig.dev, "-n", "sh", "shell", "srv"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = rig.shell("sh", script.as_bytes());
     assert!(o.status.success(), "{}", text(&o));
     let out = text(&o);
     assert!(out.contains("d ") && out.contains("sub"), "{out}");
@@ -221,20 +228,7 @@ fn shell_script_dir_cd_text_mode() {
     );
     assert_eq!(std::fs::read(rig.local("up.crlf")).unwrap(), b"a\nb\n");
     // A failing script stops at the first error with a non-zero exit.
-    let mut child = fts()
-        .args(["-d", &rig.dev, "-n", "sh", "shell", "srv"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"cd nowhere\nput /nonexistent-file x\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = rig.shell("sh", b"cd nowhere\nput /nonexistent-file x\n");
     assert_eq!(o.status.code(), Some(8), "{}", text(&o));
 }
 
@@ -244,13 +238,8 @@ fn unknown_server_times_out_clearly() {
     let o = rig.client("c", &["dir", "nobody", "--timeout", "0.5"]);
     assert_eq!(o.status.code(), Some(9), "{}", text(&o));
     assert!(text(&o).contains("nobody"), "{}", text(&o));
-    let o = rig.client("c", &["status", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(
-        v["connections"].as_array().unwrap().len(),
-        0,
-        "the claimed entry was freed"
-    );
+    let conns = rig.connections();
+    assert_eq!(conns.len(), 0, "the claimed entry was freed");
 }
 
 #[test]
@@ -305,30 +294,12 @@ fn a_full_table_is_a_clear_error_and_frees_nothing() {
                 .unwrap()
         })
         .collect();
-    let mut held = 0;
-    for _ in 0..100 {
-        let o = rig.client("q", &["status", "--json"]);
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        held = v["connections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["state"] == "connected")
-            .count();
-        if held == 2 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(held, 2);
+    assert!(connected(&rig, 2), "both holders should be connected");
     let o = rig.client("late", &["dir", "srv"]);
     assert_eq!(o.status.code(), Some(12), "{}", text(&o));
     assert!(text(&o).contains("full"), "{}", text(&o));
-    let o = rig.client("q", &["status", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let names: Vec<&str> = v["connections"]
-        .as_array()
-        .unwrap()
+    let conns = rig.connections();
+    let names: Vec<&str> = conns
         .iter()
         .map(|c| c["requestor"].as_str().unwrap())
         .collect();
@@ -345,14 +316,8 @@ fn a_full_table_is_a_clear_error_and_frees_nothing() {
 
 fn connected(rig: &Rig, want: usize) -> bool {
     for _ in 0..200 {
-        let o = rig.client("q", &["status", "--json"]);
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        let n = v["connections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["state"] == "connected")
-            .count();
+        let conns = rig.connections();
+        let n = conns.iter().filter(|c| c["state"] == "connected").count();
         if n == want {
             return true;
         }
@@ -399,9 +364,8 @@ fn a_dead_server_is_detected_and_nothing_partial_is_left() {
         .filter(|n| n.to_string_lossy().contains(".fts-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    let o = rig.client("q", &["status", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["connections"].as_array().unwrap().len(), 0, "{v}");
+    let conns = rig.connections();
+    assert_eq!(conns.len(), 0, "{conns:?}");
 }
 
 /// A client killed mid-session: the server sees its lease stop, frees the
@@ -423,9 +387,8 @@ fn a_dead_client_is_cleaned_up_by_the_server() {
         connected(&rig, 0),
         "the dead client's entry was never freed"
     );
-    let o = rig.client("q", &["status", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["connections"].as_array().unwrap().len(), 0, "{v}");
+    let conns = rig.connections();
+    assert_eq!(conns.len(), 0, "{conns:?}");
     let o = rig.client("next", &["dir", "srv"]);
     assert!(o.status.success(), "{}", text(&o));
 }

@@ -152,6 +152,22 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A device backend outside this crate (e.g. SCSI, in `fts-scsi`)
+    /// failed an operation; `source` is its own error.
+    #[error("{op} of {len} bytes at offset {offset} on {location} failed: {source}")]
+    Backend {
+        /// The operation: "read", "write" or "flush".
+        op: &'static str,
+        /// The device.
+        location: String,
+        /// Byte offset of the operation (0 for flush).
+        offset: u64,
+        /// Length of the operation (0 for flush).
+        len: usize,
+        /// The backend's error.
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
     /// Making completed writes durable failed.
     #[error("flush of {location} failed: {source}")]
     Flush {

@@ -56,6 +56,54 @@ pub enum Error {
         /// Sense data, if any came back with it.
         sense: Option<Sense>,
     },
+    /// The device or target could not be opened or logged in to (a missing
+    /// `/dev/sg*`, a refused iSCSI login, libiscsi not installed, ...).
+    #[error("cannot open SCSI device {target}: {detail}")]
+    Connect {
+        /// The device path or iSCSI URL.
+        target: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The transport to the device went away (an iSCSI connection dropped).
+    /// Reservations held through it must be considered lost.
+    #[error("connection to {target} lost: {detail}")]
+    Disconnected {
+        /// The device path or iSCSI URL.
+        target: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A command did not complete within its timeout.
+    #[error("{target}: command 0x{opcode:02X} timed out after {after:?}")]
+    Timeout {
+        /// The device path or iSCSI URL.
+        target: String,
+        /// The CDB's operation code.
+        opcode: u8,
+        /// The timeout that expired.
+        after: std::time::Duration,
+    },
+    /// The transport failed to deliver a command (an ioctl error, a host or
+    /// driver status from SG_IO, an iSCSI protocol error, ...).
+    #[error("{target}: command 0x{opcode:02X} failed in the transport: {detail}")]
+    Transport {
+        /// The device path or iSCSI URL.
+        target: String,
+        /// The CDB's operation code.
+        opcode: u8,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The caller passed something the transport cannot send (a buffer whose
+    /// direction does not match the CDB, a buffer too large, ...).
+    #[error("{target}: invalid request: {detail}")]
+    InvalidRequest {
+        /// The device path or iSCSI URL.
+        target: String,
+        /// What is wrong with it.
+        detail: String,
+    },
 }
 
 impl Error {
@@ -76,6 +124,13 @@ impl Error {
     /// True for RESERVATION CONFLICT.
     pub fn is_reservation_conflict(&self) -> bool {
         matches!(self, Error::ReservationConflict)
+    }
+
+    /// True when the transport to the device is gone
+    /// ([`Error::Disconnected`]): anything held through it (a reservation,
+    /// a lock) must be treated as lost.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Error::Disconnected { .. })
     }
 }
 

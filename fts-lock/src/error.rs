@@ -68,6 +68,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A SCSI command of a SCSI lock backend failed.
+    #[error("{what} on {location} failed: {source}")]
+    Scsi {
+        /// The device.
+        location: String,
+        /// The command and what it was for.
+        what: &'static str,
+        /// The SCSI error.
+        source: fts_scsi::Error,
+    },
+
     /// A lock kind name could not be parsed.
     #[error("unknown lock kind {given:?}: expected one of file, scsi2, pr, caw, auto")]
     UnknownKind {

@@ -65,6 +65,7 @@ mod error;
 mod guard;
 mod kind;
 mod ofd;
+mod scsi;
 mod sys;
 
 pub use backoff::Backoff;
@@ -72,3 +73,4 @@ pub use error::Error;
 pub use guard::{LockGuard, Release, TableLock};
 pub use kind::{open_lock, LockKind};
 pub use ofd::OfdLock;
+pub use scsi::{Holder, ScsiLock, ScsiLockConfig, ScsiLocks, ScsiMethod};

@@ -1,0 +1,309 @@
+//! The SCSI lock backends against a real tgtd: several initiators (each its
+//! own iSCSI session, as on separate hosts) contend for the lock, a holder
+//! that stops making progress is broken, and a dropped connection is
+//! reported as a lost lock.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fts_blockdev::{BlockDevice, WriteMode};
+use fts_layout::{Expect, Stamp, LB, LOCK_LB};
+use fts_lock::{Error, Holder, ScsiLockConfig, ScsiLocks, ScsiMethod, TableLock};
+use fts_scsi::iscsi::IscsiTransport;
+use fts_scsi::{lock_transport, Commands, IoPolicy, ScsiDevice, SharedTransport, Transport};
+use hil::tgt::{Lun, Tgtd};
+
+const LAYOUT_ID: u64 = 0x0123_4567_89ab_cdef;
+/// Where the shared counter lives (well past the lock record).
+const COUNTER_OFF: u64 = 64 * LB as u64;
+
+fn iqn(name: &str) -> String {
+    format!("iqn.2026-11.invalid.fts-test:{name}")
+}
+
+fn connect(lun: &Lun, name: &str) -> SharedTransport {
+    let t = IscsiTransport::connect(&lun.url, &iqn(name), Duration::from_secs(5)).unwrap();
+    Arc::new(Mutex::new(Box::new(t) as Box<dyn Transport>))
+}
+
+fn device(t: &SharedTransport) -> ScsiDevice {
+    ScsiDevice::with_shared(t.clone(), IoPolicy::default()).unwrap()
+}
+
+fn config(t: &SharedTransport, name: &str, lock_timeout: Duration) -> ScsiLockConfig {
+    ScsiLockConfig {
+        transport: t.clone(),
+        record_offset: LOCK_LB * LB as u64,
+        stamp: Stamp::new(LAYOUT_ID, 0),
+        expect: Expect::exact(LAYOUT_ID, 0),
+        lock_timeout,
+        holder: Holder {
+            host: uuid::Uuid::nil(),
+            name: name.into(),
+            pid: std::process::id(),
+        },
+    }
+}
+
+fn rig(test: &str) -> Option<(Tgtd, Lun)> {
+    let mut tgtd = hil::tgt::start_or_skip(test)?;
+    let lun = tgtd.add_lun(16 << 20, 4096).unwrap();
+    Some((tgtd, lun))
+}
+
+/// What a third initiator sees: no persistent reservation, no registered
+/// key, and no SCSI-2 reservation blocking it.
+fn assert_nothing_left(lun: &Lun) {
+    let t = connect(lun, "observer");
+    let mut t = lock_transport(&t);
+    let _ = t.clear_unit_attentions();
+    let keys = t.pr_read_keys().unwrap();
+    assert!(keys.keys.is_empty(), "stale registrations: {keys:?}");
+    let res = t.pr_read_reservation().unwrap();
+    assert_eq!(res.reservation, None, "a persistent reservation is left");
+    t.test_unit_ready()
+        .expect("TEST UNIT READY from a third initiator must not conflict");
+}
+
+/// Two initiators, each with two threads, increment a counter on the LUN
+/// under the lock; every increment survives.
+fn contend(method: ScsiMethod, test: &str) {
+    let Some((_tgtd, lun)) = rig(test) else {
+        return;
+    };
+    const PER_THREAD: u64 = 25;
+    let mut workers = Vec::new();
+    for host in ["host-a", "host-b"] {
+        let t = connect(&lun, host);
+        let locks = ScsiLocks::new(method, config(&t, host, Duration::from_secs(30))).unwrap();
+        let dev = device(&t);
+        for _ in 0..2 {
+            let locks = locks.clone();
+            let mut dev = dev.reopen().unwrap();
+            workers.push(thread::spawn(move || {
+                let mut lock = locks.handle();
+                let mut buf = vec![0u8; LB];
+                for _ in 0..PER_THREAD {
+                    let g = lock.lock(Duration::from_secs(60)).unwrap();
+                    dev.read_at(COUNTER_OFF, &mut buf).unwrap();
+                    let n = u64::from_le_bytes(buf[..8].try_into().unwrap());
+                    buf[..8].copy_from_slice(&(n + 1).to_le_bytes());
+                    dev.write_at(COUNTER_OFF, &buf, WriteMode::Fua).unwrap();
+                    g.release().unwrap();
+                }
+            }));
+        }
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+    let t = connect(&lun, "reader");
+    let mut dev = device(&t);
+    let mut buf = vec![0u8; LB];
+    dev.read_at(COUNTER_OFF, &mut buf).unwrap();
+    assert_eq!(
+        u64::from_le_bytes(buf[..8].try_into().unwrap()),
+        4 * PER_THREAD
+    );
+    drop(dev);
+    drop(t);
+    assert_nothing_left(&lun);
+}
+
+#[test]
+fn scsi2_excludes_other_initiators_and_leaves_nothing() {
+    contend(
+        ScsiMethod::Reserve6,
+        "scsi2_excludes_other_initiators_and_leaves_nothing",
+    );
+}
+
+#[test]
+fn pr_excludes_other_initiators_and_leaves_nothing() {
+    contend(
+        ScsiMethod::Persistent,
+        "pr_excludes_other_initiators_and_leaves_nothing",
+    );
+}
+
+#[test]
+fn auto_picks_pr_on_tgt_and_caw_is_refused() {
+    let Some((_tgtd, lun)) = rig("auto_picks_pr_on_tgt_and_caw_is_refused") else {
+        return;
+    };
+    let t = connect(&lun, "auto");
+    let (locks, why) = ScsiLocks::auto(config(&t, "auto", Duration::from_secs(5))).unwrap();
+    assert_eq!(locks.method(), ScsiMethod::Persistent, "{why}");
+    let err = ScsiLocks::new(
+        ScsiMethod::CompareAndWrite,
+        config(&t, "auto", Duration::from_secs(5)),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::Unsupported { .. }) && err.to_string().contains("COMPARE AND WRITE"),
+        "{err}"
+    );
+}
+
+/// A holder that stops making progress (a hung host: its session stays up
+/// but it never releases) is preempted after the lock timeout; it then
+/// finds out that it lost the lock.
+#[test]
+fn pr_dead_holder_is_preempted() {
+    let Some((_tgtd, lun)) = rig("pr_dead_holder_is_preempted") else {
+        return;
+    };
+    let timeout = Duration::from_millis(1500);
+    let ta = connect(&lun, "hung");
+    let tb = connect(&lun, "waiter");
+    let a = ScsiLocks::new(ScsiMethod::Persistent, config(&ta, "hung", timeout)).unwrap();
+    let b = ScsiLocks::new(ScsiMethod::Persistent, config(&tb, "waiter", timeout)).unwrap();
+    let mut la = a.handle();
+    let guard = la.lock(Duration::from_secs(5)).unwrap();
+    // A hangs: its guard is never released.
+    std::mem::forget(guard);
+
+    let mut lb = b.handle();
+    let start = Instant::now();
+    let g = lb.lock(Duration::from_secs(20)).unwrap();
+    let waited = start.elapsed();
+    assert!(waited >= timeout, "preempted after only {waited:?}");
+    g.still_held().unwrap();
+    // A's key is gone and its writes are fenced.
+    {
+        let mut t = lock_transport(&ta);
+        // A's nexus is told: UNIT ATTENTION, RESERVATIONS PREEMPTED (2A/03).
+        let attentions = t.clear_unit_attentions().unwrap();
+        assert!(
+            attentions.iter().any(|s| s.asc == 0x2A && s.ascq == 0x03),
+            "{attentions:?}"
+        );
+        let keys = t.pr_read_keys().unwrap();
+        assert!(
+            !keys.keys.contains(&a.key()),
+            "the hung holder is still registered: {keys:?}"
+        );
+    }
+    let mut dev_a = device_allowing_conflicts(&ta);
+    let err = dev_a
+        .write_at(COUNTER_OFF, &vec![7u8; LB], WriteMode::Fua)
+        .unwrap_err();
+    assert!(err.to_string().contains("RESERVATION CONFLICT"), "{err}");
+    g.release().unwrap();
+    // A's handle: releasing now reports the loss instead of pretending.
+    let err = fts_lock::Release::release(&mut la).unwrap_err();
+    assert!(matches!(err, Error::Lost { .. }), "{err}");
+    drop(la);
+    drop(a);
+    drop(dev_a);
+    drop(ta);
+    drop(lb);
+    drop(b);
+    drop(tb);
+    assert_nothing_left(&lun);
+}
+
+fn device_allowing_conflicts(t: &SharedTransport) -> ScsiDevice {
+    ScsiDevice::with_shared(
+        t.clone(),
+        IoPolicy {
+            conflict_wait: Duration::from_millis(300),
+            ..IoPolicy::default()
+        },
+    )
+    .unwrap()
+}
+
+/// SCSI-2: a holder that never releases is cleared with a LUN reset after
+/// the lock timeout.
+#[test]
+fn scsi2_stuck_holder_is_reset() {
+    let Some((_tgtd, lun)) = rig("scsi2_stuck_holder_is_reset") else {
+        return;
+    };
+    let timeout = Duration::from_millis(1500);
+    let ta = connect(&lun, "stuck");
+    let tb = connect(&lun, "waiter");
+    let a = ScsiLocks::new(ScsiMethod::Reserve6, config(&ta, "stuck", timeout)).unwrap();
+    let b = ScsiLocks::new(ScsiMethod::Reserve6, config(&tb, "waiter", timeout)).unwrap();
+    let mut la = a.handle();
+    std::mem::forget(la.lock(Duration::from_secs(5)).unwrap());
+    let mut lb = b.handle();
+    let start = Instant::now();
+    let g = lb.lock(Duration::from_secs(20)).unwrap();
+    assert!(start.elapsed() >= timeout);
+    g.still_held().unwrap();
+    g.release().unwrap();
+    let err = fts_lock::Release::release(&mut la).unwrap_err();
+    assert!(matches!(err, Error::Lost { .. }), "{err}");
+    drop((la, a, ta, lb, b, tb));
+    assert_nothing_left(&lun);
+}
+
+/// The iSCSI connection drops while the lock is held: the holder's update
+/// is not silently carried on as if still covered by the lock.
+#[test]
+fn dropped_connection_during_locked_update_is_a_lost_lock() {
+    for method in [ScsiMethod::Reserve6, ScsiMethod::Persistent] {
+        let Some((tgtd, lun)) = rig("dropped_connection_during_locked_update_is_a_lost_lock")
+        else {
+            return;
+        };
+        let name = format!("dropper-{method:?}").to_lowercase();
+        let t = connect(&lun, &name);
+        let locks = ScsiLocks::new(method, config(&t, &name, Duration::from_secs(5))).unwrap();
+        let mut dev = device_allowing_conflicts(&t);
+        let mut lock = locks.handle();
+        let g = lock.lock(Duration::from_secs(5)).unwrap();
+        let n = tgtd.drop_connections(&lun, &name).unwrap();
+        assert!(n >= 1, "no connection of {name} to drop");
+        // The update goes on: the device reconnects with the same ISID.
+        // With RESERVE(6) the target dropped the reservation with the
+        // session, so the write goes through; with PR the old session's
+        // reservation stays and fences the new, unregistered session.
+        let write = dev.write_at(COUNTER_OFF, &vec![1u8; LB], WriteMode::Fua);
+        match method {
+            ScsiMethod::Persistent => {
+                let err = write.unwrap_err();
+                assert!(err.to_string().contains("RESERVATION CONFLICT"), "{err}");
+            }
+            _ => write.unwrap(),
+        }
+        // Either way the lock reports that it no longer covers the update.
+        let err = g.still_held().unwrap_err();
+        assert!(matches!(err, Error::Lost { .. }), "{method:?}: {err}");
+        let err = g.release().unwrap_err();
+        assert!(matches!(err, Error::Lost { .. }), "{method:?}: {err}");
+        assert!(err.to_string().contains("connection"), "{err}");
+        // The next acquisition works on the new connection.
+        lock.lock(Duration::from_secs(5))
+            .unwrap()
+            .release()
+            .unwrap();
+        drop((lock, locks, dev, t));
+        assert_nothing_left(&lun);
+    }
+}
+
+/// The connection drops and nothing else touches the device before the
+/// release: the release itself reports the lost lock.
+#[test]
+fn release_after_a_drop_reports_the_lost_lock() {
+    let Some((tgtd, lun)) = rig("release_after_a_drop_reports_the_lost_lock") else {
+        return;
+    };
+    let t = connect(&lun, "dropper");
+    let locks = ScsiLocks::new(
+        ScsiMethod::Reserve6,
+        config(&t, "dropper", Duration::from_secs(5)),
+    )
+    .unwrap();
+    let mut lock = locks.handle();
+    let g = lock.lock(Duration::from_secs(5)).unwrap();
+    assert!(tgtd.drop_connections(&lun, "dropper").unwrap() >= 1);
+    let err = g.release().unwrap_err();
+    assert!(matches!(err, Error::Lost { .. }), "{err}");
+}

@@ -33,6 +33,9 @@ pub enum Code {
     Integrity = 11,
     /// Every Process Id Table entry is in use.
     TableFull = 12,
+    /// The Process Id Table lock was lost (connection dropped, preempted)
+    /// or could not be taken in time.
+    Lock = 13,
 }
 
 /// An error that carries its exit code; library errors are mapped in [`code_of`].
@@ -86,9 +89,16 @@ pub fn code_of(err: &anyhow::Error) -> Code {
                 S::TableFull { .. } => return Code::TableFull,
                 S::Name(_) => return Code::Usage,
                 S::Device(_) => return Code::Device,
+                S::Lock(e) => return lock_code(e),
                 S::Layout { .. } => return Code::Layout,
                 _ => {}
             }
+        }
+        if let Some(e) = cause.downcast_ref::<fts_lock::Error>() {
+            return lock_code(e);
+        }
+        if cause.downcast_ref::<fts_scsi::Error>().is_some() {
+            return Code::Device;
         }
         if cause.downcast_ref::<fts_layout::GeometryError>().is_some() {
             return Code::Geometry;
@@ -101,4 +111,12 @@ pub fn code_of(err: &anyhow::Error) -> Code {
         }
     }
     Code::Failure
+}
+
+fn lock_code(e: &fts_lock::Error) -> Code {
+    match e {
+        fts_lock::Error::Lost { .. } | fts_lock::Error::Timeout { .. } => Code::Lock,
+        fts_lock::Error::Unsupported { .. } | fts_lock::Error::UnknownKind { .. } => Code::Usage,
+        _ => Code::Device,
+    }
 }

@@ -7,8 +7,19 @@ use fts_layout::{check, Error as LayoutError, Geometry, Mcb, SdtEntry, LB};
 
 use crate::exit::{fail, Code};
 
-/// Opens a device (file, block device) for fts I/O.
+/// Opens a device for fts I/O: a SCSI location (`iscsi://`, `/dev/sgN`,
+/// `/dev/sdX`) through `fts-scsi`, anything else (file, block device)
+/// through `fts-blockdev`.
 pub fn open_device(location: &str, opts: &OpenOptions) -> Result<Box<dyn BlockDevice>> {
+    if fts_scsi::is_scsi_location(location) {
+        if opts.create_size.is_some() || opts.block_size.is_some() {
+            return Err(fail(
+                Code::Usage,
+                format!("{location} is a SCSI device: --size and --block-size apply to files only"),
+            ));
+        }
+        return Ok(Box::new(crate::scsi::open(location)?));
+    }
     fts_blockdev::open(location, opts).with_context(|| format!("cannot open device {location}"))
 }
 

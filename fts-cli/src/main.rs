@@ -9,6 +9,7 @@ mod exit;
 mod format;
 mod inspect;
 mod layout;
+mod scsi;
 mod size;
 mod transfer;
 
@@ -26,7 +27,7 @@ use crate::exit::{code_of, fail, Code};
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other failure, 2 usage, 3 device I/O or open error, \
 4 not formatted or unreadable layout, 5 check found problems, 6 refused to overwrite (use --force/--replace), \
 7 geometry does not fit, 8 the server refused (no such file, outside the root, ...), 9 no server accepted in time, \
-10 the peer died or closed, 11 end-to-end integrity check failed, 12 Process Id Table full";
+10 the peer died or closed, 11 end-to-end integrity check failed, 12 Process Id Table full, 13 the Process Id Table lock was lost or not obtained in time";
 
 #[derive(Debug, Parser)]
 #[command(name = "fts", version, about = "File transfer between hosts through a shared disk (EMC WO 98/14871)", after_help = EXIT_CODES)]
@@ -41,6 +42,22 @@ struct Cli {
     /// Logical block size to use for a regular file (e.g. 4096 to emulate a 4Kn disk).
     #[arg(long, global = true, value_parser = parse_block_size)]
     block_size: Option<u32>,
+    /// iSCSI initiator name (IQN) for iscsi:// devices. Default: derived from
+    /// the host name and --name, so each fts name is its own initiator.
+    #[arg(long, env = "FTS_INITIATOR", global = true)]
+    initiator: Option<String>,
+    /// Process Id Table lock: file (OFD lock; one host), scsi2 (RESERVE/RELEASE),
+    /// pr (persistent reservation), caw (COMPARE AND WRITE), auto (the best the device has).
+    #[arg(long, env = "FTS_LOCK", global = true, default_value = "auto")]
+    lock: fts_lock::LockKind,
+    /// Per-command SCSI timeout in seconds (SCSI devices).
+    #[arg(long, global = true, default_value_t = 10.0)]
+    scsi_timeout: f64,
+    /// Turn the array's cache destaging off while the command runs (the Caching
+    /// mode page: WCE on, write retention high, as far as the device allows),
+    /// and restore the page afterwards, also on Ctrl-C.
+    #[arg(long, global = true)]
+    destage_off: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -151,6 +168,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// SCSI operator commands on the device (iscsi://, /dev/sgN, /dev/sdX).
+    Scsi {
+        #[command(subcommand)]
+        op: scsi::ScsiCmd,
+    },
     /// Format a temporary device, run a server process and a client, move a file both ways.
     Demo {
         /// Size of the generated file.
@@ -188,6 +210,8 @@ fn ctx(cli: &Cli, conn: Option<&ConnArgs>) -> Result<transfer::Ctx> {
         name: name(cli)?,
         opts: open_opts(cli),
         connect_timeout: Duration::from_secs_f64(conn.map(|c| c.timeout).unwrap_or(10.0).max(0.0)),
+        lock: cli.lock,
+        destage_off: cli.destage_off,
     })
 }
 
@@ -229,7 +253,52 @@ fn open_opts(cli: &Cli) -> OpenOptions {
     }
 }
 
+/// Sets up SCSI access (initiator name, timeout) before any device is opened.
+fn configure_scsi(cli: &Cli) -> Result<()> {
+    let initiator = match &cli.initiator {
+        Some(i) => {
+            fts_scsi::initiator::validate_iqn(i)
+                .map_err(|e| fail(Code::Usage, format!("--initiator {i:?}: {e}")))?;
+            i.clone()
+        }
+        None => scsi::default_initiator(&name(cli).unwrap_or_else(|_| "fts".into())),
+    };
+    if !cli.scsi_timeout.is_finite() || cli.scsi_timeout <= 0.0 {
+        return Err(fail(
+            Code::Usage,
+            "--scsi-timeout must be a positive number of seconds",
+        ));
+    }
+    scsi::configure(scsi::ScsiConfig {
+        initiator,
+        timeout: Duration::from_secs_f64(cli.scsi_timeout),
+    });
+    Ok(())
+}
+
+/// On SIGINT/SIGTERM/SIGHUP: restore any Caching mode page we changed, then
+/// exit 130 (the shell's code for an interrupted command).
+fn install_signal_handler() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+        Ok(mut signals) => {
+            std::thread::spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    eprintln!("fts: interrupted (signal {sig})");
+                    scsi::restore_all();
+                    std::process::exit(130);
+                }
+            });
+        }
+        Err(e) => eprintln!("fts: warning: cannot install signal handlers: {e}"),
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
+    configure_scsi(&cli)?;
+    if cli.destage_off {
+        install_signal_handler();
+    }
     match &cli.cmd {
         Cmd::Format {
             size,
@@ -303,6 +372,7 @@ fn run(cli: Cli) -> Result<()> {
             transfer::dir(&ctx(&cli, Some(conn))?, server, path.as_deref())
         }
         Cmd::Status { json } => transfer::status(&ctx(&cli, None)?, *json),
+        Cmd::Scsi { op } => scsi::run(&device(&cli)?, op),
         Cmd::Demo { size } => transfer::demo(*size),
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use fts_lock::{LockKind, TableLock};
+use fts_lock::LockKind;
 use fts_session::{Client, ClientTimeouts, Identity, LockFactory, Shared};
 
 use crate::exit::{fail, Code};
@@ -26,6 +26,26 @@ pub struct Ctx {
     pub opts: fts_blockdev::OpenOptions,
     /// How long to wait for a server to accept.
     pub connect_timeout: Duration,
+    /// The Process Id Table lock backend.
+    pub lock: LockKind,
+    /// Turn the array's cache destaging off while the command runs.
+    pub destage_off: bool,
+}
+
+/// An opened fts device with what the commands need around it.
+struct Opened {
+    shared: Shared,
+    locks: LockFactory,
+    /// Restores the Caching mode page when dropped (if `--destage-off`).
+    cache: Option<crate::scsi::CacheSlot>,
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        if let Some(slot) = &self.cache {
+            crate::scsi::restore(slot);
+        }
+    }
 }
 
 impl Ctx {
@@ -34,8 +54,40 @@ impl Ctx {
         Shared::open(dev).with_context(|| format!("{} is not a usable fts device", self.device))
     }
 
-    fn lock(&self) -> Result<Box<dyn TableLock>> {
-        Ok(fts_lock::open_lock(LockKind::File, &self.device)?)
+    /// Opens the device, chooses the lock backend and applies the cache
+    /// setting.
+    fn open(&self, me: &Identity) -> Result<Opened> {
+        let (dev, transport): (Box<dyn fts_blockdev::BlockDevice>, _) =
+            if fts_scsi::is_scsi_location(&self.device) {
+                let d = crate::scsi::open(&self.device)?;
+                let t = d.transport();
+                (Box::new(d), Some(t))
+            } else {
+                (open_device(&self.device, &self.opts)?, None)
+            };
+        let shared = Shared::open(dev)
+            .with_context(|| format!("{} is not a usable fts device", self.device))?;
+        let (locks, what) =
+            crate::scsi::lock_factory(self.lock, &self.device, &shared, transport.clone(), me)?;
+        if std::env::var_os("FTS_VERBOSE").is_some() || transport.is_some() {
+            eprintln!("fts: {}: Process Id Table lock: {what}", self.device);
+        }
+        let cache = match (self.destage_off, transport) {
+            (true, Some(t)) => Some(crate::scsi::destage_off(t, &self.device)?),
+            (true, None) => {
+                eprintln!(
+                    "fts: {}: --destage-off ignored: not a SCSI device (no Caching mode page)",
+                    self.device
+                );
+                None
+            }
+            (false, _) => None,
+        };
+        Ok(Opened {
+            shared,
+            locks,
+            cache,
+        })
     }
 
     fn lock_timeout(shared: &Shared) -> Duration {
@@ -48,15 +100,16 @@ fn with_client<R>(
     server: &str,
     f: impl FnOnce(&mut Client<'_>) -> Result<R, fts_session::Error>,
 ) -> Result<R> {
-    let mut shared = ctx.shared()?;
-    let mut lock = ctx.lock()?;
     let me = Identity::unix(&ctx.name)?;
+    let mut opened = ctx.open(&me)?;
+    let mut lock = (opened.locks)()?;
+    let shared = &mut opened.shared;
     let t = ClientTimeouts {
         connect: ctx.connect_timeout,
-        lock: Ctx::lock_timeout(&shared),
+        lock: Ctx::lock_timeout(shared),
     };
     Ok(fts_session::with_client(
-        &mut shared,
+        shared,
         lock.as_mut(),
         &me,
         server,
@@ -67,11 +120,11 @@ fn with_client<R>(
 
 /// `fts serve`.
 pub fn serve(ctx: &Ctx, root: &Path) -> Result<()> {
-    let mut shared = ctx.shared()?;
     let me = Identity::unix(&ctx.name)?;
-    let dev = ctx.device.clone();
-    let locks: LockFactory = Arc::new(move || fts_lock::open_lock(LockKind::File, &dev));
-    let lt = Ctx::lock_timeout(&shared);
+    let mut opened = ctx.open(&me)?;
+    let locks = Arc::clone(&opened.locks);
+    let shared = &mut opened.shared;
+    let lt = Ctx::lock_timeout(shared);
     let stop = AtomicBool::new(false);
     eprintln!(
         "fts: serving as {:?} on {} from {}",
@@ -80,7 +133,7 @@ pub fn serve(ctx: &Ctx, root: &Path) -> Result<()> {
         root.display()
     );
     let log = |m: String| eprintln!("fts: {m}");
-    fts_session::serve(&mut shared, locks, &me, root, lt, &stop, &log)?;
+    fts_session::serve(shared, locks, &me, root, lt, &stop, &log)?;
     Ok(())
 }
 
@@ -401,6 +454,8 @@ pub fn demo(size: u64) -> Result<()> {
         name: "demo-client".into(),
         opts: fts_blockdev::OpenOptions::default(),
         connect_timeout: Duration::from_secs(10),
+        lock: LockKind::Auto,
+        destage_off: false,
     };
     let back = client_dir.join("payload.back");
     let (tput, tget) = with_client(&ctx, "demo-server", |c| {

@@ -111,6 +111,7 @@ pub fn claim(
         pro_auth_nonce: nonce,
         ..PidEntry::free(slot)
     };
+    guard.still_held()?;
     shared.write_entry(&claimed)?;
     guard.release()?;
     Ok(Claim { slot, generation })
@@ -198,6 +199,7 @@ pub fn accept(
         e.pro_requestee_type = me.os;
         e.pro_requestee_host = me.host;
         e.pro_accept_time = now_ns();
+        guard.still_held()?;
         shared.write_entry(&e)?;
     }
     guard.release()?;
@@ -220,6 +222,7 @@ pub fn close(
             pro_generation: e.pro_generation,
             ..PidEntry::free(claim.slot)
         };
+        guard.still_held()?;
         shared.write_entry(&freed)?;
     }
     guard.release()?;

@@ -36,16 +36,19 @@ fn run_steps(steps: &mut util::Steps, quick: bool) -> Result<()> {
             "clippy",
             "--workspace",
             "--all-targets",
+            "--all-features",
             "--",
             "-D",
             "warnings",
-        ]))
+        ]))?;
+        // fts-scsi also builds without its optional libiscsi transport.
+        util::run(util::cargo().args(["clippy", "-p", "fts-scsi", "--", "-D", "warnings"]))
     })?;
     steps.step("test", || {
-        util::run(util::cargo().args(["test", "--workspace", "--all-targets"]))
+        util::run(util::cargo().args(["test", "--workspace", "--all-targets", "--all-features"]))
     })?;
     steps.step("doctest", || {
-        util::run(util::cargo().args(["test", "--workspace", "--doc"]))
+        util::run(util::cargo().args(["test", "--workspace", "--doc", "--all-features"]))
     })?;
     if quick {
         steps.skip("fuzz", "skipped by --quick");

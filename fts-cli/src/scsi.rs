@@ -1,0 +1,440 @@
+//! SCSI devices in the CLI: opening `iscsi://`, `/dev/sgN` and `/dev/sdX`
+//! locations, choosing the lock backend, the cache-destage setting, and the
+//! operator commands of `fts scsi`.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use fts_lock::{Holder, LockKind, ScsiLockConfig, ScsiLocks, ScsiMethod, TableLock};
+use fts_scsi::cache::{CacheRequest, CacheSetting};
+use fts_scsi::mode::PageControl;
+use fts_scsi::pr::{PrOutParams, PrOutServiceAction, PrType};
+use fts_scsi::{is_unsupported, lock_transport, Commands, IoPolicy, ScsiDevice, SharedTransport};
+use fts_session::{Identity, LockFactory, Shared};
+
+use crate::exit::{fail, Code};
+
+/// How this process reaches SCSI devices; set once from the command line.
+#[derive(Debug, Clone)]
+pub struct ScsiConfig {
+    /// iSCSI initiator name.
+    pub initiator: String,
+    /// Per-command timeout.
+    pub timeout: Duration,
+}
+
+static CONFIG: OnceLock<ScsiConfig> = OnceLock::new();
+
+/// Records the SCSI settings for this run (first call wins).
+pub fn configure(cfg: ScsiConfig) {
+    let _ = CONFIG.set(cfg);
+}
+
+fn config() -> ScsiConfig {
+    CONFIG.get().cloned().unwrap_or_else(|| ScsiConfig {
+        initiator: fts_scsi::initiator::default_iqn("localhost", "fts"),
+        timeout: Duration::from_secs(10),
+    })
+}
+
+/// The default initiator name for this host and fts name.
+pub fn default_initiator(name: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    fts_scsi::initiator::default_iqn(if host.is_empty() { "localhost" } else { host }, name)
+}
+
+/// Opens a SCSI location as a block device on its own nexus.
+pub fn open(location: &str) -> Result<ScsiDevice> {
+    let cfg = config();
+    let opts = fts_scsi::ScsiOptions {
+        initiator: cfg.initiator.clone(),
+        timeout: cfg.timeout,
+    };
+    let t = fts_scsi::open_transport(location, &opts).with_context(|| {
+        format!(
+            "cannot open device {location} as initiator {}",
+            cfg.initiator
+        )
+    })?;
+    let policy = IoPolicy {
+        io_timeout: cfg.timeout,
+        ..IoPolicy::default()
+    };
+    ScsiDevice::with_shared(Arc::new(Mutex::new(t)), policy)
+        .with_context(|| format!("cannot open device {location}"))
+}
+
+/// The lock factory for `shared`, whose device was opened by
+/// [`crate::transfer::Ctx`]; `transport` is its nexus when it is a SCSI
+/// device. Returns the factory and a description of the backend chosen.
+pub fn lock_factory(
+    kind: LockKind,
+    location: &str,
+    shared: &Shared,
+    transport: Option<SharedTransport>,
+    me: &Identity,
+) -> Result<(LockFactory, String)> {
+    let Some(transport) = transport else {
+        let loc = location.to_owned();
+        let probe = fts_lock::open_lock(kind, &loc)?;
+        let what = probe.describe();
+        drop(probe);
+        let f: LockFactory = Arc::new(move || fts_lock::open_lock(kind, &loc));
+        return Ok((f, what));
+    };
+    let mcb = shared.mcb();
+    let cfg = ScsiLockConfig {
+        transport,
+        record_offset: fts_layout::LOCK_LB * fts_layout::LB as u64,
+        stamp: mcb.stamp_record(0),
+        expect: mcb.expect_record(0),
+        lock_timeout: Duration::from_millis(u64::from(mcb.lock_timeout_ms)),
+        holder: Holder {
+            host: me.host,
+            name: me.name.clone(),
+            pid: std::process::id(),
+        },
+    };
+    let (locks, why) = match kind {
+        LockKind::Auto => {
+            let (l, why) = ScsiLocks::auto(cfg)?;
+            (l, format!(" (auto: {why})"))
+        }
+        LockKind::Scsi2 => (ScsiLocks::new(ScsiMethod::Reserve6, cfg)?, String::new()),
+        LockKind::Pr => (ScsiLocks::new(ScsiMethod::Persistent, cfg)?, String::new()),
+        LockKind::Caw => (ScsiLocks::new(ScsiMethod::CompareAndWrite, cfg)?, String::new()),
+        LockKind::File => {
+            return Err(fts_lock::Error::Unsupported {
+                kind,
+                location: location.to_owned(),
+                reason: "an OFD file lock cannot exclude other hosts on a SCSI device; use scsi2, pr, caw or auto",
+            }
+            .into())
+        }
+    };
+    let what = format!("{}{why}", locks.handle().describe());
+    let f: LockFactory = Arc::new(move || Ok(Box::new(locks.handle()) as Box<dyn TableLock>));
+    Ok((f, what))
+}
+
+/// A cache setting in force, restorable from the signal handler too.
+pub type CacheSlot = Arc<Mutex<Option<CacheSetting>>>;
+
+static CACHE_SLOTS: Mutex<Vec<CacheSlot>> = Mutex::new(Vec::new());
+
+/// Applies "destaging off" on `transport` and reports what happened.
+pub fn destage_off(transport: SharedTransport, location: &str) -> Result<CacheSlot> {
+    let (setting, report) = CacheSetting::apply(transport, &CacheRequest::destage_off())
+        .with_context(|| format!("cannot read the Caching mode page of {location}"))?;
+    eprintln!("fts: {location}: destaging off for this command: {report}");
+    let slot: CacheSlot = Arc::new(Mutex::new(Some(setting)));
+    CACHE_SLOTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Arc::clone(&slot));
+    Ok(slot)
+}
+
+/// Restores a cache setting (once), reporting failures.
+pub fn restore(slot: &CacheSlot) {
+    let setting = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(mut s) = setting {
+        match s.restore() {
+            Ok(()) => eprintln!("fts: Caching mode page restored"),
+            Err(e) => eprintln!("fts: restoring the Caching mode page failed: {e}"),
+        }
+    }
+}
+
+/// Restores every cache setting still in force: called on SIGINT/SIGTERM.
+pub fn restore_all() {
+    let slots: Vec<CacheSlot> = CACHE_SLOTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain(..)
+        .collect();
+    for s in &slots {
+        restore(s);
+    }
+}
+
+/// `fts scsi` operations.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ScsiCmd {
+    /// Standard INQUIRY and the device identifiers (VPD 0x80, 0x83).
+    Inquiry,
+    /// READ CAPACITY(16).
+    Capacity,
+    /// Persistent reservation keys and holder; whether a SCSI-2 reservation blocks us.
+    Reservations,
+    /// The Caching mode page (current and changeable); --set changes it persistently.
+    Cache {
+        /// e.g. wce=on or wce=off.
+        #[arg(long)]
+        set: Option<String>,
+    },
+    /// Register this initiator's reservation key.
+    Register,
+    /// Release any reservation this initiator holds and unregister its key.
+    Release,
+    /// Remove another host's key (and its reservation): for a host known to be dead.
+    Preempt {
+        /// The key to preempt, hex (default: the current reservation holder's).
+        key: Option<String>,
+    },
+}
+
+const PR_TYPE: PrType = PrType::WriteExclusiveRegistrantsOnly;
+
+fn pr_out(
+    t: &SharedTransport,
+    action: PrOutServiceAction,
+    ty: Option<PrType>,
+    key: u64,
+    sark: u64,
+) -> fts_scsi::Result<()> {
+    lock_transport(t).pr_out(
+        action,
+        ty,
+        &PrOutParams {
+            reservation_key: key,
+            service_action_reservation_key: sark,
+            ..PrOutParams::default()
+        },
+    )
+}
+
+/// Runs `fts scsi OP`.
+pub fn run(location: &str, op: &ScsiCmd) -> Result<()> {
+    use fts_blockdev::BlockDevice as _;
+    let dev = open(location)?;
+    let t = dev.transport();
+    let initiator = lock_transport(&t).initiator();
+    let key = fts_scsi::initiator::pr_key_for(&initiator);
+    let scsi = |what: &str, e: fts_scsi::Error| {
+        anyhow::Error::new(e).context(format!("{what} on {location}"))
+    };
+    match op {
+        ScsiCmd::Inquiry => {
+            let mut g = lock_transport(&t);
+            let inq = g.inquiry().map_err(|e| scsi("INQUIRY", e))?;
+            println!("vendor:    {}", inq.vendor);
+            println!("product:   {}", inq.product);
+            println!("revision:  {}", inq.revision);
+            println!(
+                "type:      0x{:02x}{}",
+                inq.peripheral_device_type,
+                if inq.is_disk() { " (disk)" } else { "" }
+            );
+            println!("identity:  {}", dev.identity());
+            if let Ok(sn) = g.unit_serial_number() {
+                println!("serial:    {}", sn.serial);
+            }
+            if let Ok(ids) = g.device_identification() {
+                for d in &ids.designators {
+                    if let Some(s) = d.to_id_string() {
+                        println!(
+                            "designator: {:?} {:?} {s}",
+                            d.association, d.designator_type
+                        );
+                    }
+                }
+            }
+            println!("initiator: {initiator}");
+        }
+        ScsiCmd::Capacity => {
+            println!(
+                "{} bytes, {} logical blocks of {} bytes",
+                dev.size_bytes(),
+                dev.size_bytes() / u64::from(dev.block_size()),
+                dev.block_size()
+            );
+        }
+        ScsiCmd::Reservations => {
+            let mut g = lock_transport(&t);
+            println!("this initiator: {initiator}, key 0x{key:016x}");
+            match g.pr_read_keys() {
+                Ok(k) => {
+                    println!(
+                        "PR generation {}; {} registered key(s)",
+                        k.generation,
+                        k.keys.len()
+                    );
+                    for k in &k.keys {
+                        println!(
+                            "  key 0x{k:016x}{}",
+                            if *k == key { " (this initiator)" } else { "" }
+                        );
+                    }
+                }
+                Err(e) if is_unsupported(&e) => println!("persistent reservations: not supported"),
+                Err(e) => return Err(scsi("PR IN READ KEYS", e)),
+            }
+            match g.pr_read_reservation() {
+                Ok(r) => match r.reservation {
+                    Some(res) => println!(
+                        "reservation: key 0x{:016x}, type {}",
+                        res.key,
+                        res.pr_type().map_or_else(
+                            || format!("0x{:x}", res.type_code),
+                            |t| t.abbrev().to_string()
+                        )
+                    ),
+                    None => println!("reservation: none"),
+                },
+                Err(e) if is_unsupported(&e) => {}
+                Err(e) => return Err(scsi("PR IN READ RESERVATION", e)),
+            }
+            match g.test_unit_ready() {
+                Err(fts_scsi::Error::ReservationConflict) => {
+                    println!("TEST UNIT READY: RESERVATION CONFLICT (another initiator holds a reservation that blocks this one)")
+                }
+                Ok(()) => println!("TEST UNIT READY: GOOD (no reservation blocks this initiator)"),
+                Err(e) => println!("TEST UNIT READY: {e}"),
+            }
+        }
+        ScsiCmd::Cache { set } => {
+            if let Some(s) = set {
+                let wce = match s.to_ascii_lowercase().as_str() {
+                    "wce=on" | "wce=1" => true,
+                    "wce=off" | "wce=0" => false,
+                    other => {
+                        return Err(fail(
+                            Code::Usage,
+                            format!("--set {other:?}: expected wce=on or wce=off"),
+                        ))
+                    }
+                };
+                let mut g = lock_transport(&t);
+                let mut page = g
+                    .caching_page(PageControl::Current)
+                    .map_err(|e| scsi("MODE SENSE", e))?;
+                let mask = g
+                    .caching_page(PageControl::Changeable)
+                    .map_err(|e| scsi("MODE SENSE", e))?;
+                if !mask.wce {
+                    return Err(fail(
+                        Code::Device,
+                        format!("{location}: WCE is not changeable on this device (changeable mask has WCE=0)"),
+                    ));
+                }
+                page.wce = wce;
+                g.set_caching_page(&page)
+                    .map_err(|e| scsi("MODE SELECT", e))?;
+            }
+            let mut g = lock_transport(&t);
+            for (name, pc) in [
+                ("current", PageControl::Current),
+                ("changeable", PageControl::Changeable),
+            ] {
+                match g.caching_page(pc) {
+                    Ok(p) => println!(
+                        "{name:10}: WCE={} RCD={} write retention priority={} demand read retention priority={}",
+                        u8::from(p.wce),
+                        u8::from(p.rcd),
+                        p.write_retention_priority,
+                        p.demand_read_retention_priority
+                    ),
+                    Err(e) => println!("{name:10}: {e}"),
+                }
+            }
+        }
+        ScsiCmd::Register => {
+            pr_out(
+                &t,
+                PrOutServiceAction::RegisterAndIgnoreExistingKey,
+                None,
+                0,
+                key,
+            )
+            .map_err(|e| scsi("PR OUT REGISTER AND IGNORE EXISTING KEY", e))?;
+            println!("registered key 0x{key:016x} for {initiator}");
+        }
+        ScsiCmd::Release => {
+            let _ = lock_transport(&t).release6();
+            let holder = lock_transport(&t)
+                .pr_read_reservation()
+                .ok()
+                .and_then(|r| r.reservation);
+            if let Some(r) = holder.filter(|r| r.key == key) {
+                pr_out(&t, PrOutServiceAction::Release, r.pr_type(), key, 0)
+                    .map_err(|e| scsi("PR OUT RELEASE", e))?;
+            }
+            let registered = lock_transport(&t)
+                .pr_read_keys()
+                .map(|k| k.keys.contains(&key))
+                .unwrap_or(false);
+            if registered {
+                // The registration may belong to an earlier session of this
+                // initiator (tgt ties registrations to sessions): register
+                // this one, preempt our own key (removing the old ones and
+                // taking over their reservation), release, unregister.
+                pr_out(
+                    &t,
+                    PrOutServiceAction::RegisterAndIgnoreExistingKey,
+                    None,
+                    0,
+                    key,
+                )
+                .map_err(|e| scsi("PR OUT REGISTER AND IGNORE EXISTING KEY", e))?;
+                pr_out(&t, PrOutServiceAction::Preempt, Some(PR_TYPE), key, key)
+                    .map_err(|e| scsi("PR OUT PREEMPT (own key)", e))?;
+                let _ = pr_out(&t, PrOutServiceAction::Release, Some(PR_TYPE), key, 0);
+                pr_out(&t, PrOutServiceAction::Register, None, key, 0)
+                    .map_err(|e| scsi("PR OUT REGISTER (unregister)", e))?;
+            }
+            println!("released: no reservation or registration of {initiator} remains");
+        }
+        ScsiCmd::Preempt { key: victim } => {
+            let victim = match victim {
+                Some(k) => u64::from_str_radix(k.trim_start_matches("0x"), 16)
+                    .map_err(|e| fail(Code::Usage, format!("key {k:?} is not hex: {e}")))?,
+                None => match lock_transport(&t)
+                    .pr_read_reservation()
+                    .map_err(|e| scsi("PR IN READ RESERVATION", e))?
+                    .reservation
+                {
+                    Some(r) => r.key,
+                    None => {
+                        return Err(fail(
+                            Code::Failure,
+                            format!("{location}: no persistent reservation to preempt; pass KEY"),
+                        ))
+                    }
+                },
+            };
+            pr_out(
+                &t,
+                PrOutServiceAction::RegisterAndIgnoreExistingKey,
+                None,
+                0,
+                key,
+            )
+            .map_err(|e| scsi("PR OUT REGISTER AND IGNORE EXISTING KEY", e))?;
+            let r = pr_out(
+                &t,
+                PrOutServiceAction::PreemptAndAbort,
+                Some(PR_TYPE),
+                key,
+                victim,
+            );
+            let how = match r {
+                Ok(()) => "PREEMPT AND ABORT",
+                Err(e) if is_unsupported(&e) => {
+                    pr_out(&t, PrOutServiceAction::Preempt, Some(PR_TYPE), key, victim)
+                        .map_err(|e| scsi("PR OUT PREEMPT", e))?;
+                    "PREEMPT (the device has no PREEMPT AND ABORT)"
+                }
+                Err(e) => return Err(scsi("PR OUT PREEMPT AND ABORT", e)),
+            };
+            // Leave nothing of ours behind.
+            let _ = pr_out(&t, PrOutServiceAction::Release, Some(PR_TYPE), key, 0);
+            pr_out(&t, PrOutServiceAction::Register, None, key, 0)
+                .map_err(|e| scsi("PR OUT REGISTER (unregister)", e))?;
+            println!("preempted key 0x{victim:016x} with {how}");
+        }
+    }
+    Ok(())
+}

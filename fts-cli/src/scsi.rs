@@ -96,6 +96,8 @@ pub fn lock_factory(
             name: me.name.clone(),
             pid: std::process::id(),
         },
+        // Over SG_IO all processes of this host share one nexus.
+        host_lock: (!location.starts_with("iscsi://")).then(|| location.into()),
     };
     let (locks, why) = match kind {
         LockKind::Auto => {
@@ -114,8 +116,8 @@ pub fn lock_factory(
             .into())
         }
     };
-    let what = format!("{}{why}", locks.handle().describe());
-    let f: LockFactory = Arc::new(move || Ok(Box::new(locks.handle()) as Box<dyn TableLock>));
+    let what = format!("{}{why}", locks.handle()?.describe());
+    let f: LockFactory = Arc::new(move || Ok(Box::new(locks.handle()?) as Box<dyn TableLock>));
     Ok((f, what))
 }
 
@@ -353,38 +355,9 @@ pub fn run(location: &str, op: &ScsiCmd) -> Result<()> {
             println!("registered key 0x{key:016x} for {initiator}");
         }
         ScsiCmd::Release => {
+            // A RELEASE(6) from a non-holder does nothing, so it is safe.
             let _ = lock_transport(&t).release6();
-            let holder = lock_transport(&t)
-                .pr_read_reservation()
-                .ok()
-                .and_then(|r| r.reservation);
-            if let Some(r) = holder.filter(|r| r.key == key) {
-                pr_out(&t, PrOutServiceAction::Release, r.pr_type(), key, 0)
-                    .map_err(|e| scsi("PR OUT RELEASE", e))?;
-            }
-            let registered = lock_transport(&t)
-                .pr_read_keys()
-                .map(|k| k.keys.contains(&key))
-                .unwrap_or(false);
-            if registered {
-                // The registration may belong to an earlier session of this
-                // initiator (tgt ties registrations to sessions): register
-                // this one, preempt our own key (removing the old ones and
-                // taking over their reservation), release, unregister.
-                pr_out(
-                    &t,
-                    PrOutServiceAction::RegisterAndIgnoreExistingKey,
-                    None,
-                    0,
-                    key,
-                )
-                .map_err(|e| scsi("PR OUT REGISTER AND IGNORE EXISTING KEY", e))?;
-                pr_out(&t, PrOutServiceAction::Preempt, Some(PR_TYPE), key, key)
-                    .map_err(|e| scsi("PR OUT PREEMPT (own key)", e))?;
-                let _ = pr_out(&t, PrOutServiceAction::Release, Some(PR_TYPE), key, 0);
-                pr_out(&t, PrOutServiceAction::Register, None, key, 0)
-                    .map_err(|e| scsi("PR OUT REGISTER (unregister)", e))?;
-            }
+            fts_lock::clear_key(&t, key)?;
             println!("released: no reservation or registration of {initiator} remains");
         }
         ScsiCmd::Preempt { key: victim } => {

@@ -45,7 +45,7 @@ pub enum Error {
         waited: Duration,
     },
 
-    /// The lock kind cannot be used on this device (or is not implemented yet).
+    /// The lock kind cannot be used on this device.
     #[error("lock kind {kind} cannot be used on {location}: {reason}")]
     Unsupported {
         /// The kind asked for.

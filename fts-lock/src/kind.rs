@@ -12,11 +12,11 @@ use crate::{Error, OfdLock, TableLock};
 pub enum LockKind {
     /// OFD byte-range lock on LB 6 of a file or block device ([`OfdLock`]).
     File,
-    /// SCSI-2 RESERVE(10)/RELEASE(10) (not implemented yet).
+    /// SCSI-2 RESERVE(6)/RELEASE(6) of the whole LU ([`crate::ScsiMethod::Reserve6`]).
     Scsi2,
-    /// SCSI-3 persistent reservation, type 5 (not implemented yet).
+    /// SCSI-3 persistent reservation, type 5 ([`crate::ScsiMethod::Persistent`]).
     Pr,
-    /// COMPARE AND WRITE on the lock record at LB 6 (not implemented yet).
+    /// COMPARE AND WRITE on the lock record at LB 6 ([`crate::ScsiMethod::CompareAndWrite`]).
     Caw,
     /// The best mechanism the device offers: today [`File`](Self::File)
     /// for file and block-device paths.
@@ -80,9 +80,9 @@ fn is_scsi_location(location: &str) -> bool {
 /// * `file`, and `auto` on a file or block-device path: an [`OfdLock`].
 /// * `scsi2`, `pr`, `caw` on a file or block-device path:
 ///   [`Error::Unsupported`] ("needs a SCSI device (iscsi:// or /dev/sg*)").
-/// * Any kind on a SCSI location (URL, `/dev/sg*`): [`Error::Unsupported`];
-///   the SCSI backends are not implemented yet, and a file lock cannot be
-///   taken there.
+/// * Any kind on a SCSI location (URL, `/dev/sg*`): [`Error::Unsupported`]:
+///   a SCSI backend needs the device's transport (use [`crate::ScsiLocks`]),
+///   and a file lock cannot exclude other hosts there.
 pub fn open_lock(kind: LockKind, device_location: &str) -> Result<Box<dyn TableLock>, Error> {
     let unsupported = |reason| Error::Unsupported {
         kind,
@@ -101,7 +101,7 @@ pub fn open_lock(kind: LockKind, device_location: &str) -> Result<Box<dyn TableL
             Err(unsupported("needs a SCSI device (iscsi:// or /dev/sg*)"))
         }
         LockKind::Scsi2 | LockKind::Pr | LockKind::Caw | LockKind::Auto => {
-            Err(unsupported("the SCSI lock backends are not implemented yet"))
+            Err(unsupported("a SCSI lock needs the device's transport: build it with ScsiLocks"))
         }
     }
 }

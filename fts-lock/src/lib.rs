@@ -17,12 +17,16 @@
 //!   one host, or hosts sharing a network file system that forwards
 //!   byte-range locks. It does **not** exclude another host that sees the
 //!   same block device over a SAN; use a SCSI backend there.
-//! * **scsi2** (later): SCSI-2 RESERVE(10)/RELEASE(10).
-//! * **pr** (later): SCSI-3 persistent reservation, type 5 (write
-//!   exclusive, registrants only), with the holder recorded in the lock
-//!   record at LB 6 (see `docs/FORMAT.md`) so a dead holder can be
-//!   preempted.
-//! * **caw** (later): COMPARE AND WRITE on the lock record at LB 6.
+//! * **scsi2**, **pr**, **caw** ([`ScsiLocks`], made from the device's
+//!   shared transport with [`ScsiLocks::new`] or [`ScsiLocks::auto`]):
+//!   SCSI-2 RESERVE(6)/RELEASE(6) as in the patent; a persistent
+//!   reservation of type 5 (Write Exclusive – Registrants Only), registered
+//!   only around each update; COMPARE AND WRITE of the lock record. All
+//!   keep the lock record at LB 6 (holder, generation, a counter the
+//!   holder advances) so that a waiter can break a holder whose record
+//!   makes no progress for the Master Control Block's lock timeout, and
+//!   all report a lock whose transport reconnected while it was held as
+//!   [`Error::Lost`]. See the `scsi` module docs.
 //!
 //! What this crate is **not** for:
 //!
@@ -73,4 +77,4 @@ pub use error::Error;
 pub use guard::{LockGuard, Release, TableLock};
 pub use kind::{open_lock, LockKind};
 pub use ofd::OfdLock;
-pub use scsi::{Holder, ScsiLock, ScsiLockConfig, ScsiLocks, ScsiMethod};
+pub use scsi::{clear_key, Holder, ScsiLock, ScsiLockConfig, ScsiLocks, ScsiMethod};

@@ -63,6 +63,17 @@ impl OfdLock {
         &self.inner.path
     }
 
+    /// Takes the lock if it is free, without a guard (for backends that
+    /// combine it with another lock and release it themselves).
+    pub(crate) fn try_acquire_raw(&self) -> Result<bool, Error> {
+        self.inner.try_acquire()
+    }
+
+    /// Releases a lock taken with [`OfdLock::try_acquire_raw`].
+    pub(crate) fn release_raw(&mut self) -> Result<(), Error> {
+        self.inner.release()
+    }
+
     /// One attempt, without waiting: `Ok(None)` if someone else holds the lock.
     pub fn try_lock(&mut self) -> Result<Option<LockGuard<'_>>, Error> {
         if self.inner.try_acquire()? {

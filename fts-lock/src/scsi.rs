@@ -89,6 +89,12 @@ pub struct ScsiLockConfig {
     pub lock_timeout: Duration,
     /// Who we are.
     pub holder: Holder,
+    /// A local device node (`/dev/sdX`, `/dev/sgN`) to also take an OFD
+    /// lock on. Over SG_IO every process of a host shares the kernel's I_T
+    /// nexus, and SCSI lets one nexus "reserve" what it already holds, so
+    /// processes of one host must also exclude each other locally. `None`
+    /// for iSCSI, where each process is its own nexus.
+    pub host_lock: Option<std::path::PathBuf>,
 }
 
 /// Which SCSI mechanism a [`ScsiLocks`] uses.
@@ -275,11 +281,16 @@ impl ScsiLocks {
     }
 
     /// A lock handle (one per thread).
-    pub fn handle(&self) -> ScsiLock {
-        ScsiLock {
+    pub fn handle(&self) -> Result<ScsiLock, Error> {
+        let host = match &self.cfg.user.host_lock {
+            Some(path) => Some(crate::OfdLock::open(path)?),
+            None => None,
+        };
+        Ok(ScsiLock {
             locks: self.clone(),
             held: None,
-        }
+            host,
+        })
     }
 }
 
@@ -458,6 +469,8 @@ enum Attempt {
 pub struct ScsiLock {
     locks: ScsiLocks,
     held: Option<Held>,
+    /// The host-local OFD lock (see [`ScsiLockConfig::host_lock`]).
+    host: Option<crate::OfdLock>,
 }
 
 #[derive(Debug)]
@@ -627,32 +640,16 @@ impl ScsiLock {
             }
             ScsiMethod::CompareAndWrite => {}
         }
+        if let Some(host) = &mut self.host {
+            let _ = host.release_raw();
+        }
         self.locks.local.release();
     }
 
-    /// Removes registrations of our key left by an earlier session of this
-    /// initiator. tgt ties a registration to the session, not to the
-    /// initiator name and ISID: after a reconnect the old one is an orphan
-    /// that the new session can neither use nor unregister. What works
-    /// (measured): register, PREEMPT our own key (which removes the
-    /// orphans and hands their reservation to us), release, unregister.
+    /// Removes registrations of our key left by an earlier session of
+    /// this initiator (see [`clear_key`]).
     fn remove_orphans(&self) -> Result<bool, Error> {
-        let c = self.cfg();
-        let keys = lock_transport(&c.user.transport)
-            .pr_read_keys()
-            .map_err(|e| scsi_err(&c.location, "PR IN READ KEYS", e))?;
-        if !keys.keys.contains(&c.key) {
-            return Ok(false);
-        }
-        c.pr(
-            PrOutServiceAction::RegisterAndIgnoreExistingKey,
-            None,
-            c.key,
-        )?;
-        c.pr(PrOutServiceAction::Preempt, Some(PR_TYPE), c.key)?;
-        c.pr(PrOutServiceAction::Release, Some(PR_TYPE), 0)?;
-        c.pr(PrOutServiceAction::Register, None, 0)?;
-        Ok(true)
+        clear_key(&self.cfg().user.transport, self.cfg().key)
     }
 
     fn lost(&self, reason: String) -> Error {
@@ -662,6 +659,56 @@ impl ScsiLock {
             reason,
         }
     }
+}
+
+/// Removes every registration of `key` on the logical unit, and a
+/// persistent reservation held under it, whichever session of this
+/// initiator made them. Returns whether there was anything to remove.
+///
+/// tgt ties a registration to the session, not to the initiator name and
+/// ISID (SPC's I_T nexus): after a reconnect, or from a later process of
+/// the same initiator, the old registration is an orphan that the new
+/// session can neither use nor unregister. What works (measured on tgt
+/// 1.0.85): REGISTER AND IGNORE EXISTING KEY, PREEMPT of our own key (which
+/// removes the orphans and hands their reservation to us), RELEASE,
+/// unregister.
+pub fn clear_key(transport: &SharedTransport, key: u64) -> Result<bool, Error> {
+    let mut t = lock_transport(transport);
+    let location = t.target().to_owned();
+    let err = |what: &'static str| {
+        let location = location.clone();
+        move |e| scsi_err(&location, what, e)
+    };
+    // Unit attentions (e.g. 2A/03 after a preemption) are expected here.
+    let _ = t.clear_unit_attentions();
+    let keys = t.pr_read_keys().map_err(err("PR IN READ KEYS"))?;
+    if !keys.keys.contains(&key) {
+        return Ok(false);
+    }
+    let params = |reservation_key, service_action_reservation_key| PrOutParams {
+        reservation_key,
+        service_action_reservation_key,
+        ..PrOutParams::default()
+    };
+    t.pr_out(
+        PrOutServiceAction::RegisterAndIgnoreExistingKey,
+        None,
+        &params(0, key),
+    )
+    .map_err(err("PR OUT REGISTER AND IGNORE EXISTING KEY"))?;
+    t.pr_out(
+        PrOutServiceAction::Preempt,
+        Some(PR_TYPE),
+        &params(key, key),
+    )
+    .map_err(err("PR OUT PREEMPT (own key)"))?;
+    match t.pr_out(PrOutServiceAction::Release, Some(PR_TYPE), &params(key, 0)) {
+        Ok(()) | Err(fts_scsi::Error::ReservationConflict) => {}
+        Err(e) => return Err(err("PR OUT RELEASE")(e)),
+    }
+    t.pr_out(PrOutServiceAction::Register, None, &params(key, 0))
+        .map_err(err("PR OUT REGISTER (unregister)"))?;
+    Ok(true)
 }
 
 fn next_generation(c: &Config, raw: Option<&[u8]>) -> u64 {
@@ -696,6 +743,30 @@ impl TableLock for ScsiLock {
                 ),
                 waited: start.elapsed(),
             });
+        }
+        if let Some(host) = &self.host {
+            let mut backoff = Backoff::new(deadline.saturating_duration_since(Instant::now()));
+            loop {
+                match host.try_acquire_raw() {
+                    Ok(true) => break,
+                    Ok(false) if backoff.wait() => {}
+                    Ok(false) => {
+                        self.locks.local.release();
+                        return Err(Error::Timeout {
+                            path: self.cfg().location.clone(),
+                            what: format!(
+                                "{} (held by another process of this host)",
+                                self.describe()
+                            ),
+                            waited: start.elapsed(),
+                        });
+                    }
+                    Err(e) => {
+                        self.locks.local.release();
+                        return Err(e);
+                    }
+                }
+            }
         }
         // Make sure the nexus is up (reconnecting if it dropped since the
         // last command), so the epoch recorded below is the one we hold at.

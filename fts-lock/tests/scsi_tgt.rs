@@ -45,6 +45,7 @@ fn config(t: &SharedTransport, name: &str, lock_timeout: Duration) -> ScsiLockCo
             name: name.into(),
             pid: std::process::id(),
         },
+        host_lock: None,
     }
 }
 
@@ -84,7 +85,7 @@ fn contend(method: ScsiMethod, test: &str) {
             let locks = locks.clone();
             let mut dev = dev.reopen().unwrap();
             workers.push(thread::spawn(move || {
-                let mut lock = locks.handle();
+                let mut lock = locks.handle().unwrap();
                 let mut buf = vec![0u8; LB];
                 for _ in 0..PER_THREAD {
                     let g = lock.lock(Duration::from_secs(60)).unwrap();
@@ -161,12 +162,12 @@ fn pr_dead_holder_is_preempted() {
     let tb = connect(&lun, "waiter");
     let a = ScsiLocks::new(ScsiMethod::Persistent, config(&ta, "hung", timeout)).unwrap();
     let b = ScsiLocks::new(ScsiMethod::Persistent, config(&tb, "waiter", timeout)).unwrap();
-    let mut la = a.handle();
+    let mut la = a.handle().unwrap();
     let guard = la.lock(Duration::from_secs(5)).unwrap();
     // A hangs: its guard is never released.
     std::mem::forget(guard);
 
-    let mut lb = b.handle();
+    let mut lb = b.handle().unwrap();
     let start = Instant::now();
     let g = lb.lock(Duration::from_secs(20)).unwrap();
     let waited = start.elapsed();
@@ -229,9 +230,9 @@ fn scsi2_stuck_holder_is_reset() {
     let tb = connect(&lun, "waiter");
     let a = ScsiLocks::new(ScsiMethod::Reserve6, config(&ta, "stuck", timeout)).unwrap();
     let b = ScsiLocks::new(ScsiMethod::Reserve6, config(&tb, "waiter", timeout)).unwrap();
-    let mut la = a.handle();
+    let mut la = a.handle().unwrap();
     std::mem::forget(la.lock(Duration::from_secs(5)).unwrap());
-    let mut lb = b.handle();
+    let mut lb = b.handle().unwrap();
     let start = Instant::now();
     let g = lb.lock(Duration::from_secs(20)).unwrap();
     assert!(start.elapsed() >= timeout);
@@ -256,7 +257,7 @@ fn dropped_connection_during_locked_update_is_a_lost_lock() {
         let t = connect(&lun, &name);
         let locks = ScsiLocks::new(method, config(&t, &name, Duration::from_secs(5))).unwrap();
         let mut dev = device_allowing_conflicts(&t);
-        let mut lock = locks.handle();
+        let mut lock = locks.handle().unwrap();
         let g = lock.lock(Duration::from_secs(5)).unwrap();
         let n = tgtd.drop_connections(&lun, &name).unwrap();
         assert!(n >= 1, "no connection of {name} to drop");
@@ -301,9 +302,49 @@ fn release_after_a_drop_reports_the_lost_lock() {
         config(&t, "dropper", Duration::from_secs(5)),
     )
     .unwrap();
-    let mut lock = locks.handle();
+    let mut lock = locks.handle().unwrap();
     let g = lock.lock(Duration::from_secs(5)).unwrap();
     assert!(tgtd.drop_connections(&lun, "dropper").unwrap() >= 1);
     let err = g.release().unwrap_err();
     assert!(matches!(err, Error::Lost { .. }), "{err}");
+}
+
+/// Two processes of one host over SG_IO share the kernel's nexus; SCSI lets
+/// a nexus reserve what it already holds. Simulated here with two lock
+/// factories (two "processes") on one iSCSI session: without the host-local
+/// lock both would hold the lock at once; with it the second waits.
+#[test]
+fn processes_sharing_a_nexus_need_the_host_lock() {
+    let Some((_tgtd, lun)) = rig("processes_sharing_a_nexus_need_the_host_lock") else {
+        return;
+    };
+    let t = connect(&lun, "shared-nexus");
+    let timeout = Duration::from_secs(30);
+    // Without a host lock: both "processes" get it, which is the hazard.
+    let p1 = ScsiLocks::new(ScsiMethod::Reserve6, config(&t, "p1", timeout)).unwrap();
+    let p2 = ScsiLocks::new(ScsiMethod::Reserve6, config(&t, "p2", timeout)).unwrap();
+    let (mut h1, mut h2) = (p1.handle().unwrap(), p2.handle().unwrap());
+    let g1 = h1.lock(Duration::from_secs(5)).unwrap();
+    let g2 = h2.lock(Duration::from_millis(300)).unwrap();
+    drop(g2);
+    drop(g1);
+    // With the host lock (an OFD lock on the device node): excluded.
+    let node = tempfile::NamedTempFile::new().unwrap();
+    node.as_file().set_len(64 * LB as u64).unwrap();
+    let with_host = |name| {
+        let mut c = config(&t, name, timeout);
+        c.host_lock = Some(node.path().to_owned());
+        ScsiLocks::new(ScsiMethod::Reserve6, c).unwrap()
+    };
+    let (p1, p2) = (with_host("p1"), with_host("p2"));
+    let (mut h1, mut h2) = (p1.handle().unwrap(), p2.handle().unwrap());
+    let g1 = h1.lock(Duration::from_secs(5)).unwrap();
+    let err = h2.lock(Duration::from_millis(300)).unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { .. })
+            && err.to_string().contains("another process of this host"),
+        "{err}"
+    );
+    g1.release().unwrap();
+    h2.lock(Duration::from_secs(5)).unwrap().release().unwrap();
 }

@@ -388,7 +388,7 @@ fn check(cli: &Cli, candidates: &[String]) -> Result<()> {
         paths.push(e.sec_path.clone());
         let mut found = false;
         for p in paths {
-            let Ok(mut sdev) = fts_blockdev::open(&p, &open_opts(cli)) else {
+            let Ok(mut sdev) = layout::open_device(&p, &open_opts(cli)) else {
                 continue;
             };
             let mut lb5 = vec![0u8; LB];

@@ -53,10 +53,14 @@ pub fn open(location: &str) -> Result<ScsiDevice> {
         timeout: cfg.timeout,
     };
     let t = fts_scsi::open_transport(location, &opts).with_context(|| {
-        format!(
-            "cannot open device {location} as initiator {}",
-            cfg.initiator
-        )
+        if location.starts_with("iscsi://") {
+            format!(
+                "cannot open device {location} as initiator {}",
+                cfg.initiator
+            )
+        } else {
+            format!("cannot open device {location}")
+        }
     })?;
     let policy = IoPolicy {
         io_timeout: cfg.timeout,
@@ -142,7 +146,7 @@ pub fn destage_off(transport: SharedTransport, location: &str) -> Result<CacheSl
 /// Restores a cache setting (once), reporting failures.
 pub fn restore(slot: &CacheSlot) {
     let setting = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if let Some(mut s) = setting {
+    if let Some(mut s) = setting.filter(CacheSetting::changed) {
         match s.restore() {
             Ok(()) => eprintln!("fts: Caching mode page restored"),
             Err(e) => eprintln!("fts: restoring the Caching mode page failed: {e}"),

@@ -171,6 +171,11 @@ impl CacheSetting {
         ))
     }
 
+    /// True while a changed page is in force (the restore has work to do).
+    pub fn changed(&self) -> bool {
+        self.changed
+    }
+
     /// The page found before [`CacheSetting::apply`] changed it.
     pub fn saved(&self) -> Option<&CachingPage> {
         self.saved.as_ref()

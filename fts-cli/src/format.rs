@@ -38,6 +38,8 @@ pub struct FormatArgs {
     pub block_size: Option<u32>,
     /// Lease timeout stored in the MCB.
     pub lease_timeout_ms: u32,
+    /// Lock timeout (ms): a lock holder whose lock record stalls this long is broken.
+    pub lock_timeout_ms: u32,
 }
 
 impl FormatArgs {
@@ -54,6 +56,7 @@ impl FormatArgs {
             force: false,
             block_size: None,
             lease_timeout_ms: DEFAULT_LEASE_TIMEOUT_MS,
+            lock_timeout_ms: DEFAULT_LOCK_TIMEOUT_MS,
         }
     }
 }
@@ -179,7 +182,7 @@ pub fn run(args: &FormatArgs) -> Result<FormatSpec> {
         paths: devs.iter().map(|d| path_for_record(d.location())).collect(),
         hw_ids: devs.iter().map(|d| hw_id(d.as_ref())).collect(),
         lease_timeout_ms: args.lease_timeout_ms,
-        lock_timeout_ms: DEFAULT_LOCK_TIMEOUT_MS,
+        lock_timeout_ms: args.lock_timeout_ms,
         io_timeout_ms: DEFAULT_IO_TIMEOUT_MS,
         heartbeat_ms: DEFAULT_HEARTBEAT_MS.min(args.lease_timeout_ms / 4).max(1),
     };

@@ -84,6 +84,9 @@ enum Cmd {
         /// Lease timeout after which a silent peer is declared dead, e.g. 10000 (ms).
         #[arg(long, default_value_t = fts_layout::DEFAULT_LEASE_TIMEOUT_MS)]
         lease_timeout_ms: u32,
+        /// Lock timeout after which a Process Id Table lock holder that makes no progress is broken (ms).
+        #[arg(long, default_value_t = fts_layout::DEFAULT_LOCK_TIMEOUT_MS)]
+        lock_timeout_ms: u32,
         /// A secondary transfer device adding data segments (repeatable).
         #[arg(long = "secondary")]
         secondaries: Vec<String>,
@@ -167,6 +170,12 @@ enum Cmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Take the Process Id Table lock and hold it for SECONDS, printing
+    /// "holding" once held: for failover drills (the test rig kills a host here).
+    HoldLock {
+        /// How long to hold it.
+        seconds: f64,
     },
     /// SCSI operator commands on the device (iscsi://, /dev/sgN, /dev/sdX).
     Scsi {
@@ -307,6 +316,7 @@ fn run(cli: Cli) -> Result<()> {
             ring_entries,
             batch,
             lease_timeout_ms,
+            lock_timeout_ms,
             secondaries,
             force,
         } => {
@@ -317,6 +327,7 @@ fn run(cli: Cli) -> Result<()> {
             a.ring_entries = *ring_entries;
             a.batch = *batch;
             a.lease_timeout_ms = *lease_timeout_ms;
+            a.lock_timeout_ms = *lock_timeout_ms;
             a.secondaries = secondaries.clone();
             a.force = *force;
             a.block_size = cli.block_size;
@@ -373,6 +384,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Status { json } => transfer::status(&ctx(&cli, None)?, *json),
         Cmd::Scsi { op } => scsi::run(&device(&cli)?, op),
+        Cmd::HoldLock { seconds } => transfer::hold_lock(&ctx(&cli, None)?, *seconds),
         Cmd::Demo { size } => transfer::demo(*size),
     }
 }

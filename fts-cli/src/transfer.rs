@@ -90,8 +90,13 @@ impl Ctx {
         })
     }
 
+    /// How long to wait for the Process Id Table lock: longer than the
+    /// MCB's lock timeout, which is how long a holder may make no progress
+    /// before a waiter breaks it; otherwise a waiter would give up at the
+    /// very moment it may break a dead holder.
     fn lock_timeout(shared: &Shared) -> Duration {
-        Duration::from_millis(u64::from(shared.mcb().lock_timeout_ms))
+        let dead_after = Duration::from_millis(u64::from(shared.mcb().lock_timeout_ms));
+        (dead_after * 3).max(Duration::from_secs(10))
     }
 }
 
@@ -116,6 +121,27 @@ fn with_client<R>(
         t,
         f,
     )?)
+}
+
+/// `fts hold-lock SECONDS`.
+pub fn hold_lock(ctx: &Ctx, seconds: f64) -> Result<()> {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(fail(
+            Code::Usage,
+            "hold-lock: SECONDS must be a non-negative number",
+        ));
+    }
+    let me = Identity::unix(&ctx.name)?;
+    let opened = ctx.open(&me)?;
+    let mut lock = (opened.locks)()?;
+    let guard = lock.lock(Ctx::lock_timeout(&opened.shared))?;
+    println!("holding the Process Id Table lock of {}", ctx.device);
+    std::io::stdout().flush()?;
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    guard.still_held()?;
+    guard.release()?;
+    println!("released");
+    Ok(())
 }
 
 /// `fts serve`.

@@ -285,8 +285,9 @@ fn configure_scsi(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
-/// On SIGINT/SIGTERM/SIGHUP: restore any Caching mode page we changed, then
-/// exit 130 (the shell's code for an interrupted command).
+/// For SCSI devices, on SIGINT/SIGTERM/SIGHUP: restore any Caching mode
+/// page we changed, give up reservations and registrations this process may
+/// hold, then exit 130 (the shell's code for an interrupted command).
 fn install_signal_handler() {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
@@ -295,6 +296,7 @@ fn install_signal_handler() {
                 if let Some(sig) = signals.forever().next() {
                     eprintln!("fts: interrupted (signal {sig})");
                     scsi::restore_all();
+                    scsi::release_all();
                     std::process::exit(130);
                 }
             });
@@ -305,7 +307,11 @@ fn install_signal_handler() {
 
 fn run(cli: Cli) -> Result<()> {
     configure_scsi(&cli)?;
-    if cli.destage_off {
+    if cli
+        .device
+        .as_deref()
+        .is_some_and(fts_scsi::is_scsi_location)
+    {
         install_signal_handler();
     }
     match &cli.cmd {

@@ -45,9 +45,56 @@ pub fn default_initiator(name: &str) -> String {
     fts_scsi::initiator::default_iqn(if host.is_empty() { "localhost" } else { host }, name)
 }
 
+static NEXUSES: Mutex<Vec<SharedTransport>> = Mutex::new(Vec::new());
+
+/// Claims `iqn` towards the target of `location` for this process on this
+/// host (the I_T nexus is the pair). Two processes with one initiator name
+/// would share the ISID and the reservation key: on tgt
+/// they become two parallel sessions whose persistent-reservation
+/// registrations the lock cannot tell apart (and a conforming target would
+/// kick the first off). The claim is an OFD lock on a file named after the
+/// IQN, held until the process exits.
+fn claim_initiator(iqn: &str, location: &str) -> Result<()> {
+    let dir = ["/run/lock", "/tmp"]
+        .into_iter()
+        .find(|d| std::path::Path::new(d).is_dir())
+        .unwrap_or("/tmp");
+    // The target: the URL without the LUN (all LUNs of a target share the
+    // nexus).
+    let target = location.rsplit_once('/').map_or(location, |(t, _)| t);
+    let path = std::path::PathBuf::from(format!(
+        "{dir}/fts-initiator-{:016x}.lock",
+        fts_scsi::initiator::pr_key_for(&format!("{iqn} {target}"))
+    ));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let lock: &'static mut fts_lock::OfdLock = Box::leak(Box::new(fts_lock::OfdLock::open(&path)?));
+    match lock.try_lock()? {
+        // Held until the process exits (the descriptor is never closed).
+        Some(guard) => std::mem::forget(guard),
+        None => {
+            return Err(fail(
+                Code::Usage,
+                format!(
+                    "another fts process on this host already uses initiator name {iqn} with \
+                     {target}; give each process its own --name (or --initiator)"
+                ),
+            ))
+        }
+    }
+    Ok(())
+}
+
 /// Opens a SCSI location as a block device on its own nexus.
 pub fn open(location: &str) -> Result<ScsiDevice> {
     let cfg = config();
+    if location.starts_with("iscsi://") {
+        claim_initiator(&cfg.initiator, location)?;
+    }
     let opts = fts_scsi::ScsiOptions {
         initiator: cfg.initiator.clone(),
         timeout: cfg.timeout,
@@ -66,8 +113,12 @@ pub fn open(location: &str) -> Result<ScsiDevice> {
         io_timeout: cfg.timeout,
         ..IoPolicy::default()
     };
-    ScsiDevice::with_shared(Arc::new(Mutex::new(t)), policy)
-        .with_context(|| format!("cannot open device {location}"))
+    let nexus = fts_scsi::Nexus::shared(t);
+    NEXUSES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Arc::clone(&nexus));
+    ScsiDevice::with_shared(nexus, policy).with_context(|| format!("cannot open device {location}"))
 }
 
 /// The lock factory for `shared`, whose device was opened by
@@ -151,6 +202,27 @@ pub fn restore(slot: &CacheSlot) {
             Ok(()) => eprintln!("fts: Caching mode page restored"),
             Err(e) => eprintln!("fts: restoring the Caching mode page failed: {e}"),
         }
+    }
+}
+
+/// On SIGINT/SIGTERM/SIGHUP: gives up whatever this process may hold on
+/// its SCSI devices (a RESERVE(6), a persistent-reservation registration
+/// and reservation of its key), so other hosts need not wait out the lock
+/// timeout to break it. Best effort: errors are ignored, the process is
+/// exiting.
+pub fn release_all() {
+    let nexuses: Vec<SharedTransport> = NEXUSES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain(..)
+        .collect();
+    for n in &nexuses {
+        let key = {
+            let mut t = lock_transport(n);
+            let _ = t.release6();
+            fts_scsi::initiator::pr_key_for(&t.initiator())
+        };
+        let _ = fts_lock::clear_key(n, key);
     }
 }
 

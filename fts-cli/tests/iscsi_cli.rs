@@ -285,3 +285,34 @@ fn unsafe_free_kill(pid: u32, sig: i32) {
         .unwrap();
     assert!(out.status.success());
 }
+
+/// Two processes with one initiator name towards one target would share an
+/// ISID and a reservation key; the second is refused with a clear message.
+#[test]
+fn one_initiator_name_per_process_and_target() {
+    let Some((_tgtd, lun)) = rig("one_initiator_name_per_process_and_target") else {
+        return;
+    };
+    format(&lun.url);
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(&lun.url, "pr", dir.path(), &[]);
+    // Wait until the server has its session (it formats nothing; a status
+    // from another name succeeds meanwhile).
+    std::thread::sleep(Duration::from_millis(500));
+    let mut c = fts(&lun.url, "srv");
+    c.arg("status");
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("already uses initiator name"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        server.0.try_wait().unwrap().is_none(),
+        "the server must be unaffected"
+    );
+    let mut c = fts(&lun.url, "other");
+    c.arg("status");
+    ok(c);
+}

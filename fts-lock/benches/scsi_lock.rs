@@ -2,14 +2,12 @@
 //! connection set-up pays twice, for each SCSI backend tgt offers, against
 //! a local tgtd over the libiscsi transport. Skips where tgt is missing.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use fts_layout::{Expect, Stamp, LB, LOCK_LB};
 use fts_lock::{Holder, ScsiLockConfig, ScsiLocks, ScsiMethod, TableLock};
 use fts_scsi::iscsi::IscsiTransport;
-use fts_scsi::Transport;
 
 fn bench(c: &mut Criterion) {
     let Some(mut tgtd) = hil::tgt::start_or_skip("fts-lock scsi bench") else {
@@ -22,7 +20,7 @@ fn bench(c: &mut Criterion) {
         Duration::from_secs(10),
     )
     .expect("login");
-    let shared = Arc::new(Mutex::new(Box::new(t) as Box<dyn Transport>));
+    let shared = fts_scsi::Nexus::shared(Box::new(t));
     let mut g = c.benchmark_group("scsi_lock_tgt");
     for (name, method) in [
         ("scsi2", ScsiMethod::Reserve6),

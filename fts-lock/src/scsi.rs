@@ -289,6 +289,7 @@ impl ScsiLocks {
         Ok(ScsiLock {
             locks: self.clone(),
             held: None,
+            acquired_epoch: 0,
             host,
         })
     }
@@ -337,6 +338,9 @@ impl Config {
                 Err(e) => return Err(scsi_err(&self.location, what, e)),
             };
             if r.is_unit_attention() {
+                if let Some(sense) = &r.sense {
+                    self.user.transport.note_sense(sense);
+                }
                 continue;
             }
             if r.is_reservation_conflict() {
@@ -356,6 +360,34 @@ impl Config {
                 detail: "unit attentions kept coming".into(),
             },
         ))
+    }
+
+    /// Runs a typed command ([`Commands`]) on the shared nexus with the
+    /// same unit-attention and reconnect handling as [`Config::exec`].
+    fn cmd<T>(
+        &self,
+        what: &'static str,
+        mut f: impl FnMut(&mut Box<dyn Transport>) -> fts_scsi::Result<T>,
+    ) -> Result<T, Error> {
+        let mut t = lock_transport(&self.user.transport);
+        let mut reconnected = false;
+        let mut attentions = 0;
+        loop {
+            match f(&mut t) {
+                Err(fts_scsi::Error::CheckCondition { sense })
+                    if sense.is_unit_attention() && attentions < 8 =>
+                {
+                    self.user.transport.note_sense(&sense);
+                    attentions += 1;
+                }
+                Err(e) if e.is_disconnected() && !reconnected => {
+                    reconnected = true;
+                    t.reconnect()
+                        .map_err(|e| scsi_err(&self.location, what, e))?;
+                }
+                r => return r.map_err(|e| scsi_err(&self.location, what, e)),
+            }
+        }
     }
 
     /// The raw lock-record blocks; `Err(Busy)`-like `Ok(None)` never: a
@@ -471,11 +503,15 @@ pub struct ScsiLock {
     held: Option<Held>,
     /// The host-local OFD lock (see [`ScsiLockConfig::host_lock`]).
     host: Option<crate::OfdLock>,
+    /// The transport epoch when the current acquisition started.
+    acquired_epoch: u64,
 }
 
 #[derive(Debug)]
 struct Held {
     epoch: u64,
+    /// The nexus's fence-event count when the lock was taken.
+    fences: u64,
     generation: u64,
     /// The counter last written to the lock record; advanced by every
     /// [`Release::still_held`], so waiters see a live holder make progress.
@@ -529,11 +565,22 @@ impl ScsiLock {
                 }
                 let raw = c.read_record()?;
                 let holder = self.reservation_holder()?;
-                if holder == Some(c.key) {
-                    // Our own key holds it, yet this process does not (the
-                    // in-process mutex is ours): an orphan of an earlier
-                    // session of this initiator (see `remove_orphans`).
-                    // Preempting our own key takes its reservation over.
+                let this_process = c.decode(&raw).is_some_and(|r| {
+                    r.state == LOCK_HELD
+                        && r.holder_key == c.key
+                        && r.holder_pid == c.user.holder.pid
+                        && r.holder_host == c.user.holder.host
+                });
+                if holder == Some(c.key) && this_process {
+                    // Our own key holds it and the record names this very
+                    // process, which does not hold it (the in-process mutex
+                    // is ours): an orphan of an earlier session of this
+                    // process, whose connection dropped while it held the
+                    // lock (see `clear_key`). Preempting our own key takes
+                    // its reservation over. Anything else with our key (a
+                    // process that died, or one misconfigured with our
+                    // initiator name) is judged by its progress like any
+                    // other holder.
                     c.pr(PrOutServiceAction::Preempt, Some(PR_TYPE), c.key)?;
                     if c.pr(PrOutServiceAction::Reserve, Some(PR_TYPE), 0)? {
                         let generation = next_generation(c, Some(&raw));
@@ -560,16 +607,14 @@ impl ScsiLock {
         let c = self.cfg();
         let mut both = expected.to_vec();
         both.extend_from_slice(&c.encode(new));
-        lock_transport(&c.user.transport)
-            .compare_and_write(c.record_lba(), c.record_blocks(), &both)
-            .map_err(|e| scsi_err(&c.location, "COMPARE AND WRITE of the lock record", e))
+        c.cmd("COMPARE AND WRITE of the lock record", |t| {
+            t.compare_and_write(c.record_lba(), c.record_blocks(), &both)
+        })
     }
 
     fn reservation_holder(&self) -> Result<Option<u64>, Error> {
         let c = self.cfg();
-        let r = lock_transport(&c.user.transport)
-            .pr_read_reservation()
-            .map_err(|e| scsi_err(&c.location, "PR IN READ RESERVATION", e))?;
+        let r = c.cmd("PR IN READ RESERVATION", |t| t.pr_read_reservation())?;
         Ok(r.reservation.map(|r| r.key))
     }
 
@@ -594,8 +639,14 @@ impl ScsiLock {
                 Ok(None)
             }
             ScsiMethod::Persistent => {
-                let Some(victim) = self.reservation_holder()? else {
-                    return Ok(None);
+                // Preempt the key that was watched making no progress, not
+                // whoever holds the reservation now (another waiter may just
+                // have preempted the dead holder and be live). If that key
+                // is no longer registered, the target refuses (RESERVATION
+                // CONFLICT) and we look again.
+                let victim = match seen {
+                    Progress::Seen(_, key) if *key != 0 => *key,
+                    _ => return Ok(None),
                 };
                 eprintln!(
                     "fts-lock: {}: persistent reservation held by key 0x{victim:016x} ({who}) \
@@ -629,6 +680,7 @@ impl ScsiLock {
     /// Undoes a partial acquisition and the local lock.
     fn abandon(&mut self) {
         let c = self.cfg();
+        c.user.transport.set_lock_held(false);
         match self.locks.method {
             ScsiMethod::Reserve6 => {
                 let _ = c.exec("RELEASE(6)", &cdb::release6(), DataBuffer::None);
@@ -636,7 +688,11 @@ impl ScsiLock {
             ScsiMethod::Persistent => {
                 let _ = c.pr(PrOutServiceAction::Release, Some(PR_TYPE), 0);
                 let _ = c.pr(PrOutServiceAction::Register, None, 0);
-                let _ = self.remove_orphans();
+                // A reconnect during the hold leaves the old session's
+                // registration (and maybe reservation) behind on tgt.
+                if self.epoch() != self.acquired_epoch {
+                    let _ = self.remove_orphans();
+                }
             }
             ScsiMethod::CompareAndWrite => {}
         }
@@ -679,8 +735,13 @@ pub fn clear_key(transport: &SharedTransport, key: u64) -> Result<bool, Error> {
         let location = location.clone();
         move |e| scsi_err(&location, what, e)
     };
-    // Unit attentions (e.g. 2A/03 after a preemption) are expected here.
-    let _ = t.clear_unit_attentions();
+    // Unit attentions (e.g. 2A/03 after a preemption) are expected here;
+    // record them for whoever else uses the nexus.
+    if let Ok(seen) = t.clear_unit_attentions() {
+        for sense in &seen {
+            transport.note_sense(sense);
+        }
+    }
     let keys = t.pr_read_keys().map_err(err("PR IN READ KEYS"))?;
     if !keys.keys.contains(&key) {
         return Ok(false);
@@ -731,7 +792,11 @@ fn scsi_err(location: &str, what: &'static str, source: fts_scsi::Error) -> Erro
 }
 
 impl TableLock for ScsiLock {
+    /// Waits at least twice the lock timeout, whatever `timeout` says:
+    /// breaking a dead holder takes one lock timeout of watching it make no
+    /// progress, and a shorter wait would give up just before that.
     fn lock(&mut self, timeout: Duration) -> Result<LockGuard<'_>, Error> {
+        let timeout = timeout.max(self.cfg().user.lock_timeout * 2 + Duration::from_secs(1));
         let start = Instant::now();
         let deadline = start + timeout;
         if !self.locks.local.acquire(deadline) {
@@ -778,12 +843,13 @@ impl TableLock for ScsiLock {
             return Err(e);
         }
         let epoch = self.epoch();
+        self.acquired_epoch = epoch;
         let mut backoff = Backoff::with_delays(
             timeout,
             Duration::from_micros(200),
             Duration::from_millis(20),
         );
-        let mut last: Option<(Progress, Instant)> = None;
+        let mut last: Option<(Progress, Instant, u64)> = None;
         let generation = loop {
             let attempt = match self.attempt() {
                 Ok(a) => a,
@@ -795,11 +861,23 @@ impl TableLock for ScsiLock {
             match attempt {
                 Attempt::Acquired { generation } => break generation,
                 Attempt::Busy(seen) => {
+                    // The holder counts as stalled while what we see of it
+                    // stays the same. A fence event (someone reset the LU
+                    // or preempted) means the holder changed hands: start
+                    // watching again.
+                    let fences = self.cfg().user.transport.fence_events();
                     let since = match &last {
-                        Some((p, t)) if *p == seen => *t,
+                        Some((p, t, f)) if *p == seen && *f == fences => *t,
                         _ => Instant::now(),
                     };
-                    if since.elapsed() >= self.cfg().user.lock_timeout {
+                    // scsi2 cannot read the record while the LU is
+                    // reserved, so "unreadable" may hide holders taking
+                    // turns: demand three lock timeouts of it.
+                    let patience = match seen {
+                        Progress::Unreadable => self.cfg().user.lock_timeout * 3,
+                        Progress::Seen(..) => self.cfg().user.lock_timeout,
+                    };
+                    if since.elapsed() >= patience {
                         match self.break_holder(&seen) {
                             Ok(Some(generation)) => break generation,
                             Ok(None) => {
@@ -812,7 +890,7 @@ impl TableLock for ScsiLock {
                             }
                         }
                     }
-                    last = Some((seen.clone(), since));
+                    last = Some((seen.clone(), since, fences));
                     if !backoff.wait() {
                         self.abandon();
                         let raw = match &seen {
@@ -853,8 +931,10 @@ impl TableLock for ScsiLock {
                 "the connection to the device dropped while the lock was being taken".into(),
             ));
         }
+        self.cfg().user.transport.set_lock_held(true);
         self.held = Some(Held {
             epoch,
+            fences: self.cfg().user.transport.fence_events(),
             generation,
             counter: std::sync::atomic::AtomicU64::new(0),
         });
@@ -890,9 +970,17 @@ impl Release for ScsiLock {
                 held.epoch
             ))
         };
+        let fenced = |what: &str| {
+            self.lost(format!(
+                "this host's reservation was {what} while the lock was held (a unit attention \
+                 reported a preemption or a LU reset), so the update may have raced another host"
+            ))
+        };
         let epoch_now = self.epoch();
         let result = if epoch_now != held.epoch {
             Err(dropped(epoch_now))
+        } else if c.user.transport.fence_events() != held.fences {
+            Err(fenced("preempted or reset"))
         } else {
             match self.locks.method {
                 ScsiMethod::CompareAndWrite => {
@@ -949,6 +1037,9 @@ impl Release for ScsiLock {
         let epoch_now = self.epoch();
         let result = match result {
             Ok(()) if epoch_now != held.epoch => Err(dropped(epoch_now)),
+            Ok(()) if c.user.transport.fence_events() != held.fences => {
+                Err(fenced("preempted or reset"))
+            }
             Err(Error::Scsi { ref source, .. }) if source.is_disconnected() => {
                 Err(dropped(epoch_now))
             }
@@ -962,13 +1053,46 @@ impl Release for ScsiLock {
         let Some(held) = &self.held else {
             return Err(self.lost("not held".into()));
         };
-        let now = self.epoch();
-        if now != held.epoch {
-            return Err(self.lost(format!(
-                "the connection to the device dropped while the lock was held (transport epoch {} -> {now})",
-                held.epoch
-            )));
+        let broken = || -> Option<Error> {
+            let now = self.epoch();
+            if now != held.epoch {
+                return Some(self.lost(format!(
+                    "the connection to the device dropped while the lock was held (transport epoch {} -> {now})",
+                    held.epoch
+                )));
+            }
+            if self.cfg().user.transport.fence_events() != held.fences {
+                return Some(self.lost(
+                    "a unit attention reported that this host's reservation was preempted or the LU reset"
+                        .into(),
+                ));
+            }
+            None
+        };
+        if let Some(e) = broken() {
+            return Err(e);
         }
+        // The checks below talk to the device, which may itself reveal a
+        // dropped connection (and reconnect) or a fence event: look again
+        // afterwards, and never report success across either.
+        let r = self.check_and_advance(held);
+        if let Some(e) = broken() {
+            return Err(e);
+        }
+        match r {
+            Err(Error::Scsi { ref source, .. }) if source.is_disconnected() => {
+                Err(self
+                    .lost("the connection to the device dropped while the lock was held".into()))
+            }
+            r => r,
+        }
+    }
+}
+
+impl ScsiLock {
+    /// The device half of [`Release::still_held`]: the reservation or
+    /// record still names us; then the record's counter is advanced.
+    fn check_and_advance(&self, held: &Held) -> Result<(), Error> {
         let c = self.cfg();
         let mut current_raw = None;
         match self.locks.method {

@@ -5,7 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use fts_blockdev::{BlockDevice, WriteMode};
 use fts_layout::{Expect, Stamp, LB, LOCK_LB};
 use fts_lock::{Error, Holder, ScsiLockConfig, ScsiLocks, ScsiMethod, TableLock};
 use fts_scsi::iscsi::IscsiTransport;
-use fts_scsi::{lock_transport, Commands, IoPolicy, ScsiDevice, SharedTransport, Transport};
+use fts_scsi::{lock_transport, Commands, IoPolicy, ScsiDevice, SharedTransport};
 use hil::tgt::{Lun, Tgtd};
 
 const LAYOUT_ID: u64 = 0x0123_4567_89ab_cdef;
@@ -26,7 +25,7 @@ fn iqn(name: &str) -> String {
 
 fn connect(lun: &Lun, name: &str) -> SharedTransport {
     let t = IscsiTransport::connect(&lun.url, &iqn(name), Duration::from_secs(5)).unwrap();
-    Arc::new(Mutex::new(Box::new(t) as Box<dyn Transport>))
+    fts_scsi::Nexus::shared(Box::new(t))
 }
 
 fn device(t: &SharedTransport) -> ScsiDevice {
@@ -319,7 +318,7 @@ fn processes_sharing_a_nexus_need_the_host_lock() {
         return;
     };
     let t = connect(&lun, "shared-nexus");
-    let timeout = Duration::from_secs(30);
+    let timeout = Duration::from_secs(1);
     // Without a host lock: both "processes" get it, which is the hazard.
     let p1 = ScsiLocks::new(ScsiMethod::Reserve6, config(&t, "p1", timeout)).unwrap();
     let p2 = ScsiLocks::new(ScsiMethod::Reserve6, config(&t, "p2", timeout)).unwrap();
@@ -347,4 +346,135 @@ fn processes_sharing_a_nexus_need_the_host_lock() {
     );
     g1.release().unwrap();
     h2.lock(Duration::from_secs(5)).unwrap().release().unwrap();
+}
+
+// Regressions found in review, each reproduced against tgtd first.
+
+/// Two lock users with the same key (processes misconfigured with one
+/// initiator name): a live holder that shows progress is never preempted,
+/// not even by a waiter whose own key holds the reservation.
+#[test]
+fn a_live_holder_with_our_key_is_not_preempted() {
+    let Some((_tgtd, lun)) = rig("a_live_holder_with_our_key_is_not_preempted") else {
+        return;
+    };
+    let lt = Duration::from_secs(2);
+    let ta = connect(&lun, "samename");
+    let tb = connect(&lun, "samename");
+    let a = ScsiLocks::new(ScsiMethod::Persistent, config(&ta, "p1", lt)).unwrap();
+    let mut cb = config(&tb, "p2", lt);
+    cb.holder.pid += 1; // another process
+    let b = ScsiLocks::new(ScsiMethod::Persistent, cb).unwrap();
+    assert_eq!(a.key(), b.key());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holder = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut la = a.handle().unwrap();
+            let g = la.lock(Duration::from_secs(5)).unwrap();
+            let mut checks = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                g.still_held().unwrap();
+                checks += 1;
+                thread::sleep(Duration::from_millis(300));
+            }
+            g.release().unwrap();
+            checks
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    let mut lb = b.handle().unwrap();
+    let err = lb.lock(Duration::from_secs(1)).unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(holder.join().unwrap() > 5);
+}
+
+/// A holder that stalled past the lock timeout and was preempted: its
+/// late table write must not wait out the new holder's update and land on
+/// top of it.
+#[test]
+fn a_preempted_holders_late_write_does_not_land() {
+    let Some((_tgtd, lun)) = rig("a_preempted_holders_late_write_does_not_land") else {
+        return;
+    };
+    let timeout = Duration::from_millis(1500);
+    let ta = connect(&lun, "stalled");
+    let tb = connect(&lun, "successor");
+    let a = ScsiLocks::new(ScsiMethod::Persistent, config(&ta, "stalled", timeout)).unwrap();
+    let b = ScsiLocks::new(ScsiMethod::Persistent, config(&tb, "successor", timeout)).unwrap();
+    let mut la = a.handle().unwrap();
+    std::mem::forget(la.lock(Duration::from_secs(5)).unwrap());
+    let mut lb = b.handle().unwrap();
+    let g = lb.lock(Duration::from_secs(20)).unwrap();
+    let late = {
+        let ta = ta.clone();
+        thread::spawn(move || device(&ta).write_at(COUNTER_OFF, &vec![0xAA; LB], WriteMode::Fua))
+    };
+    thread::sleep(Duration::from_millis(500));
+    let mut dev_b = device(&tb);
+    dev_b
+        .write_at(COUNTER_OFF, &vec![0xBB; LB], WriteMode::Fua)
+        .unwrap();
+    g.release().unwrap();
+    let err = late.join().unwrap().unwrap_err();
+    assert!(err.to_string().contains("fenced"), "{err}");
+    let mut buf = vec![0u8; LB];
+    dev_b.read_at(COUNTER_OFF, &mut buf).unwrap();
+    assert_eq!(buf[0], 0xBB, "the preempted holder's write landed");
+}
+
+/// scsi2, a stuck holder and two waiters: the first resets the LU and
+/// takes the lock; the second sees the reset and starts watching the new
+/// holder afresh instead of resetting it too.
+#[test]
+fn scsi2_waiters_do_not_reset_each_other() {
+    let Some((_tgtd, lun)) = rig("scsi2_waiters_do_not_reset_each_other") else {
+        return;
+    };
+    let timeout = Duration::from_millis(700);
+    let ta = connect(&lun, "stuck");
+    let a = ScsiLocks::new(ScsiMethod::Reserve6, config(&ta, "stuck", timeout)).unwrap();
+    let mut la = a.handle().unwrap();
+    std::mem::forget(la.lock(Duration::from_secs(5)).unwrap());
+    let mut waiters = Vec::new();
+    for w in ["w1", "w2"] {
+        let t = connect(&lun, w);
+        waiters.push(thread::spawn(move || {
+            let l = ScsiLocks::new(ScsiMethod::Reserve6, config(&t, w, timeout)).unwrap();
+            let mut h = l.handle().unwrap();
+            let g = h.lock(Duration::from_secs(30)).unwrap();
+            thread::sleep(Duration::from_millis(300));
+            let held = g.still_held().map_err(|e| e.to_string());
+            let released = g.release().map_err(|e| e.to_string());
+            (w, held, released)
+        }));
+    }
+    for w in waiters {
+        let (w, held, released) = w.join().unwrap();
+        assert!(
+            held.is_ok() && released.is_ok(),
+            "{w}: {held:?} {released:?}"
+        );
+    }
+}
+
+/// The connection drops while the lock is held and `still_held` is the
+/// next command: it must not reconnect and report success.
+#[test]
+fn still_held_after_a_drop_is_lost() {
+    let Some((tgtd, lun)) = rig("still_held_after_a_drop_is_lost") else {
+        return;
+    };
+    for method in [ScsiMethod::Reserve6, ScsiMethod::Persistent] {
+        let name = format!("sh-{method:?}").to_lowercase();
+        let t = connect(&lun, &name);
+        let locks = ScsiLocks::new(method, config(&t, &name, Duration::from_secs(5))).unwrap();
+        let mut lock = locks.handle().unwrap();
+        let g = lock.lock(Duration::from_secs(5)).unwrap();
+        assert!(tgtd.drop_connections(&lun, &name).unwrap() >= 1);
+        let err = g.still_held().unwrap_err();
+        assert!(matches!(err, Error::Lost { .. }), "{method:?}: {err}");
+        let _ = g.release();
+    }
 }

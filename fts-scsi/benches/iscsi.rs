@@ -7,13 +7,12 @@
 //!
 //! Skips (with a banner) where tgt is missing.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fts_blockdev::{BlockDevice, WriteMode};
 use fts_scsi::iscsi::IscsiTransport;
-use fts_scsi::{IoPolicy, ScsiDevice, Transport};
+use fts_scsi::{IoPolicy, ScsiDevice};
 
 fn bench(c: &mut Criterion) {
     let Some(mut tgtd) = hil::tgt::start_or_skip("fts-scsi iscsi bench") else {
@@ -26,7 +25,7 @@ fn bench(c: &mut Criterion) {
         Duration::from_secs(10),
     )
     .expect("login");
-    let shared = Arc::new(Mutex::new(Box::new(t) as Box<dyn Transport>));
+    let shared = fts_scsi::Nexus::shared(Box::new(t));
     let mut dev = ScsiDevice::with_shared(shared, IoPolicy::default()).expect("device");
 
     let mut g = c.benchmark_group("iscsi_tgt");

@@ -148,8 +148,10 @@ impl CacheSetting {
             let mut t = lock_transport(&transport);
             match t.set_caching_page(&page) {
                 Ok(()) => {
-                    after = t.caching_page(PageControl::Current)?;
+                    // From here on the setting must be restorable, even if
+                    // reading the page back fails.
                     changed = true;
+                    after = t.caching_page(PageControl::Current).unwrap_or(page);
                 }
                 Err(e) if e.sense().is_some() => {
                     refused.push(format!("MODE SELECT refused ({e})"));
@@ -181,16 +183,36 @@ impl CacheSetting {
         self.saved.as_ref()
     }
 
-    /// Writes the saved page back (once; later calls and the drop do
-    /// nothing).
+    /// Writes the saved page back. Another host's short RESERVE(6) (a
+    /// RESERVATION CONFLICT) and unit attentions are retried for up to 30
+    /// seconds; only a successful MODE SELECT ends the setting, so a failed
+    /// restore can be tried again (the drop does).
     pub fn restore(&mut self) -> Result<()> {
         if !self.changed {
             return Ok(());
         }
-        self.changed = false;
-        match &self.saved {
-            Some(page) => lock_transport(&self.transport).set_caching_page(page),
-            None => Ok(()),
+        let Some(page) = self.saved else {
+            self.changed = false;
+            return Ok(());
+        };
+        let start = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(5);
+        loop {
+            let r = lock_transport(&self.transport).set_caching_page(&page);
+            match r {
+                Ok(()) => {
+                    self.changed = false;
+                    return Ok(());
+                }
+                Err(e)
+                    if (e.is_reservation_conflict() || e.is_unit_attention())
+                        && start.elapsed() < std::time::Duration::from_secs(30) =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(200));
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 }

@@ -25,7 +25,7 @@
 //! process would be locked out by its own RESERVE).
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -38,15 +38,85 @@ use crate::error::{Error, Result};
 use crate::status::CommandResult;
 use crate::transport::{DataBuffer, Transport};
 
-/// A transport shared by everything of one process that talks to one LUN:
-/// the block device, its reopened handles and the lock backends.
-pub type SharedTransport = Arc<Mutex<Box<dyn Transport>>>;
+/// One I_T nexus, shared by everything of one process that talks to one
+/// LUN: the block device, its reopened handles and the lock backends.
+///
+/// Besides the transport it counts *fence events*: unit attentions saying
+/// that this nexus lost reservations or registrations (29/xx power on or
+/// reset, 2A/03 reservations preempted, 2A/04 reservations released, 2A/05
+/// registrations preempted). Whoever consumes such an attention (the
+/// device's retry loop, a lock backend) records it with
+/// [`Nexus::note_sense`], so a lock held at the time can tell that it was
+/// broken even if the attention was seen by another user of the nexus.
+pub struct Nexus {
+    transport: Mutex<Box<dyn Transport>>,
+    fence_events: AtomicU64,
+    lock_held: AtomicBool,
+}
 
-/// Locks a shared transport. A panic in another thread while it held the
-/// transport leaves the transport itself intact (every command is
-/// self-contained), so a poisoned mutex is used as is.
+impl fmt::Debug for Nexus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Nexus")
+            .field("fence_events", &self.fence_events())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Nexus {
+    /// Wraps a transport for sharing.
+    pub fn shared(transport: Box<dyn Transport>) -> SharedTransport {
+        Arc::new(Nexus {
+            transport: Mutex::new(transport),
+            fence_events: AtomicU64::new(0),
+            lock_held: AtomicBool::new(false),
+        })
+    }
+
+    /// Locks the transport. A panic in another thread while it held the
+    /// transport leaves the transport itself intact (every command is
+    /// self-contained), so a poisoned mutex is used as is.
+    pub fn lock(&self) -> MutexGuard<'_, Box<dyn Transport>> {
+        self.transport
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How many fence events this nexus has seen.
+    pub fn fence_events(&self) -> u64 {
+        self.fence_events.load(Ordering::SeqCst)
+    }
+
+    /// Marks whether a table lock (a reservation) is held through this
+    /// nexus; lock backends set it once they hold and clear it when they
+    /// let go. While it is set, nothing sent through the nexus can
+    /// legitimately get RESERVATION CONFLICT: one means the reservation was
+    /// taken away (preempted, reset), so the device does not retry it.
+    pub fn set_lock_held(&self, held: bool) {
+        self.lock_held.store(held, Ordering::SeqCst);
+    }
+
+    /// Whether a table lock is held through this nexus.
+    pub fn lock_held(&self) -> bool {
+        self.lock_held.load(Ordering::SeqCst)
+    }
+
+    /// Records `sense` if it is a fence event; returns whether it was.
+    pub fn note_sense(&self, sense: &crate::sense::Sense) -> bool {
+        let fence = sense.key == crate::sense::SenseKey::UnitAttention
+            && (sense.asc == 0x29 || (sense.asc == 0x2A && matches!(sense.ascq, 3..=5)));
+        if fence {
+            self.fence_events.fetch_add(1, Ordering::SeqCst);
+        }
+        fence
+    }
+}
+
+/// A nexus shared by the device and the lock; see [`Nexus`].
+pub type SharedTransport = Arc<Nexus>;
+
+/// Locks a shared transport ([`Nexus::lock`]).
 pub fn lock_transport(t: &SharedTransport) -> MutexGuard<'_, Box<dyn Transport>> {
-    t.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    t.lock()
 }
 
 /// How [`ScsiDevice`] retries.
@@ -100,7 +170,7 @@ impl ScsiDevice {
     /// attentions, checks that it is a disk, and reads its capacity and
     /// identity.
     pub fn open(transport: Box<dyn Transport>) -> Result<Self> {
-        Self::with_shared(Arc::new(Mutex::new(transport)), IoPolicy::default())
+        Self::with_shared(Nexus::shared(transport), IoPolicy::default())
     }
 
     /// Like [`ScsiDevice::open`], on a transport that is (or will be)
@@ -110,8 +180,15 @@ impl ScsiDevice {
             let mut t = lock_transport(&transport);
             let location = t.target().to_owned();
             match t.clear_unit_attentions() {
+                // A preemption or reset reported here concerns the whole
+                // nexus (other users of it may hold a lock): record it.
+                Ok(seen) => {
+                    for sense in &seen {
+                        transport.note_sense(sense);
+                    }
+                }
                 // Another host holding RESERVE(6) is normal on a shared LUN.
-                Ok(_) | Err(Error::ReservationConflict) => {}
+                Err(Error::ReservationConflict) => {}
                 Err(e) => return Err(e),
             }
             let inq = t.inquiry()?;
@@ -188,8 +265,16 @@ impl ScsiDevice {
     }
 
     /// Runs one command with the retries described in the module docs.
+    ///
+    /// RESERVATION CONFLICT is retried only while nothing suggests that
+    /// this nexus was fenced: while this process holds the table lock
+    /// through the nexus, or once a fence event (a preemption, a reset) was
+    /// seen or the connection re-established during this command, a
+    /// conflict is final. Otherwise a write from a preempted holder could
+    /// wait out its successor's update and land on top of it.
     fn run(&self, cdb: &Cdb, mut data: DataBuffer<'_>) -> Result<CommandResult> {
         let start = Instant::now();
+        let fences_at_start = self.transport.fence_events();
         let mut pause = Duration::from_millis(1);
         let mut attentions = 0;
         let mut reconnects = 0;
@@ -212,6 +297,23 @@ impl ScsiDevice {
                 r?
             };
             if outcome.is_reservation_conflict() {
+                let fenced =
+                    self.transport.fence_events() != fences_at_start || self.transport.lock_held();
+                if fenced || reconnects > 0 {
+                    return Err(Error::Transport {
+                        target: self.location.clone(),
+                        opcode: cdb.opcode(),
+                        detail: if fenced {
+                            "RESERVATION CONFLICT after this host's reservation was preempted or \
+                             reset: fenced, not retried"
+                                .into()
+                        } else {
+                            "RESERVATION CONFLICT after the connection was re-established \
+                             (the old session's reservation or registration is gone): not retried"
+                                .into()
+                        },
+                    });
+                }
                 if start.elapsed() >= self.policy.conflict_wait {
                     return Err(Error::ReservationConflict);
                 }
@@ -220,6 +322,9 @@ impl ScsiDevice {
                 continue;
             }
             if outcome.is_unit_attention() && attentions < 8 {
+                if let Some(sense) = &outcome.sense {
+                    self.transport.note_sense(sense);
+                }
                 attentions += 1;
                 continue;
             }

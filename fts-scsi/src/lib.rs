@@ -60,7 +60,7 @@ pub mod status;
 mod transport;
 
 pub use commands::{is_unsupported, Commands, COMMAND_TIMEOUT};
-pub use device::{lock_transport, IoPolicy, ScsiDevice, SharedTransport};
+pub use device::{lock_transport, IoPolicy, Nexus, ScsiDevice, SharedTransport};
 pub use open::{is_scsi_location, open_transport, ScsiOptions};
 pub use transport::{check_direction, DataBuffer, Transport};
 

@@ -62,6 +62,14 @@ fn claim_initiator(iqn: &str, location: &str) -> Result<()> {
     // The target: the URL without the LUN (all LUNs of a target share the
     // nexus).
     let target = location.rsplit_once('/').map_or(location, |(t, _)| t);
+    // Each command may open the device more than once (the shell does per
+    // connection); the claim is per process.
+    static CLAIMED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
+    let key = format!("{iqn} {target}");
+    if claimed.contains(&key) {
+        return Ok(());
+    }
     let path = std::path::PathBuf::from(format!(
         "{dir}/fts-initiator-{:016x}.lock",
         fts_scsi::initiator::pr_key_for(&format!("{iqn} {target}"))
@@ -75,7 +83,10 @@ fn claim_initiator(iqn: &str, location: &str) -> Result<()> {
     let lock: &'static mut fts_lock::OfdLock = Box::leak(Box::new(fts_lock::OfdLock::open(&path)?));
     match lock.try_lock()? {
         // Held until the process exits (the descriptor is never closed).
-        Some(guard) => std::mem::forget(guard),
+        Some(guard) => {
+            std::mem::forget(guard);
+            claimed.push(key);
+        }
         None => {
             return Err(fail(
                 Code::Usage,

@@ -425,14 +425,23 @@ fn decode(
     })
 }
 
-/// `"sg:"` and the host name (from `/proc/sys/kernel/hostname`).
+/// `"sg:"`, the host name (from `/proc/sys/kernel/hostname`) and, where
+/// it exists, `/etc/machine-id`: the kernel's nexus belongs to the host,
+/// and the persistent-reservation key fts derives from this name must
+/// differ between hosts even when their names do not (cloned VMs,
+/// `localhost`).
 fn local_initiator() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("sg:{host}")
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    };
+    let host = read("/proc/sys/kernel/hostname").unwrap_or_else(|| "localhost".to_owned());
+    match read("/etc/machine-id") {
+        Some(id) => format!("sg:{host}:{id}"),
+        None => format!("sg:{host}"),
+    }
 }
 
 /// A hint appended to an errno from `SG_IO` or `SG_SCSI_RESET`.

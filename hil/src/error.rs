@@ -165,6 +165,27 @@ pub enum Error {
         /// How long was waited.
         waited: Duration,
     },
+
+    /// The rig could not be set up as a multi-host rig (a host does not see
+    /// the LUN, hosts see different LUNs, the machine lacks what the rig
+    /// needs, ...).
+    #[error("cannot provision the rig: {what}")]
+    Provision {
+        /// What went wrong, with where.
+        what: String,
+    },
+
+    /// A qemu guest of the VM rig failed: qemu exited, or the guest's
+    /// `/init` gave up.
+    #[error("guest {guest}: {what}; its console {console}")]
+    Guest {
+        /// The guest's name, e.g. `g0`.
+        guest: String,
+        /// What went wrong.
+        what: String,
+        /// The console log's path and last lines.
+        console: String,
+    },
 }
 
 impl Error {

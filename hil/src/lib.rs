@@ -1,14 +1,22 @@
 //! The fts multi-host test rig.
 //!
-//! **For**: provisioning a shared iSCSI LUN for tests and tearing it down.
-//! Implemented: [`tgt`], a real userspace iSCSI target (`tgtd` from tgt
-//! 1.0.85) on loopback with file-backed LUNs, one daemon per test on its own
-//! ports, with the controls multi-host tests need: resetting a LU (PR state
-//! and mode pages are gone, data stays), listing I_T nexuses, and dropping an
-//! initiator's connections as a network failure would. Planned (issue 5):
-//! LIO/targetcli where configfs exists, several hosts that see the LUN
-//! (network namespaces with veth; qemu guests with `scsi-block` passthrough),
-//! multi-host scenarios, and `cargo xtask hil` as its command-line front end.
+//! **For**: the multi-host test rig that `cargo xtask hil` drives (see
+//! `TESTING.md`), and the real iSCSI target the workspace's tests use.
+//!
+//! - [`tgt`]: a real userspace iSCSI target (`tgtd` from tgt 1.0.85) with
+//!   file-backed LUNs, one daemon per test on its own ports (or inside a
+//!   rig namespace), with the controls multi-host tests need: resetting a
+//!   LU (PR state and mode pages are gone, data stays), listing I_T
+//!   nexuses, and dropping an initiator's connections as a network failure
+//!   would.
+//! - [`lio`]: the LIO/targetcli target for hosts with configfs: generated
+//!   (and unit-tested) targetcli command lists with per-host ACLs.
+//! - [`netns`]: hosts as network namespaces with veth links to a SAN
+//!   namespace running tgtd; every fts process its own initiator.
+//! - [`vm`]: hosts as qemu guests with `scsi-block` passthrough, so fts's
+//!   SG_IO transport runs for real inside them.
+//! - [`scenario`]: all-pairs, contention, holder-crash, link-flap, destage;
+//!   [`report`]: what each scenario reports and the summary table.
 //!
 //! **Not for**: anything a production fts host runs.
 //!
@@ -30,7 +38,13 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod lio;
+pub mod netns;
+pub mod report;
+pub mod scenario;
 pub mod tgt;
+pub mod vm;
 
 pub use error::Error;
+pub use report::{summary_table, ScenarioReport};
 pub use tgt::{available, start_or_skip, Lun, Nexus, Tgtd, TgtdOptions};

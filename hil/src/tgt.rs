@@ -93,6 +93,12 @@ pub struct TgtdOptions {
     /// by the [`Tgtd`] and removed with it. A directory given here is created
     /// if needed and its backing files are left in place.
     pub work_dir: Option<PathBuf>,
+    /// Run the daemon inside this network namespace (`ip netns exec`), so
+    /// its portal is on an address of a namespace the rig created. The
+    /// portal port is then the iSCSI default, 3260: the namespace is the
+    /// rig's own, so nothing else can hold it. The control socket is a
+    /// file, so `tgtadm` still works from outside.
+    pub netns: Option<String>,
 }
 
 impl Default for TgtdOptions {
@@ -100,6 +106,7 @@ impl Default for TgtdOptions {
         TgtdOptions {
             portal_addr: "127.0.0.1".to_owned(),
             work_dir: None,
+            netns: None,
         }
     }
 }
@@ -319,10 +326,14 @@ impl Tgtd {
         let mut last = None;
         for attempt in 0..START_ATTEMPTS {
             let control_port = pick_control_port(nonce, attempt);
-            let portal_port = pick_portal_port(portal_ip)?;
+            let portal_port = match &opts.netns {
+                Some(_) => 3260,
+                None => pick_portal_port(portal_ip)?,
+            };
             let log_path = state_dir.path().join(format!("tgtd-{control_port}.log"));
             match spawn_ready(
                 &tgtd,
+                opts.netns.as_deref(),
                 &tgtadm,
                 &log_path,
                 control_port,
@@ -773,6 +784,7 @@ impl Drop for Tgtd {
 /// the portal. On failure the child is killed and reaped.
 fn spawn_ready(
     tgtd: &Path,
+    netns: Option<&str>,
     tgtadm: &Path,
     log_path: &Path,
     control_port: u16,
@@ -797,7 +809,16 @@ fn spawn_ready(
         "--iscsi".to_owned(),
         format!("portal={portal}"),
     ];
-    let mut child = Command::new(tgtd)
+    // `ip netns exec` execs the program, so the child's pid is tgtd's.
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(tgtd);
+            c
+        }
+        None => Command::new(tgtd),
+    };
+    let mut child = command
         .args(&args)
         .env_remove("TGT_IPC_SOCKET")
         .stdin(Stdio::null())
@@ -1646,7 +1667,7 @@ Session: 1
         let dir = tempfile::tempdir().unwrap();
         let ctl = pick_control_port(unique_nonce(), 0);
         let ip = "127.0.0.1".parse().unwrap();
-        let err = spawn_ready(&tgtd, &tgtadm, &dir.path().join("log"), ctl, ip, port)
+        let err = spawn_ready(&tgtd, None, &tgtadm, &dir.path().join("log"), ctl, ip, port)
             .expect_err("the portal is taken");
         // tgtd keeps running on its fallback portals; the rig notices.
         assert!(matches!(err, Error::PortalNotBound { .. }), "{err}");
@@ -1667,7 +1688,7 @@ Session: 1
         let dir = tempfile::tempdir().unwrap();
         let ip = "127.0.0.1".parse().unwrap();
         let port = pick_portal_port(ip).unwrap();
-        let err = spawn_ready(&tgtd, &tgtadm, &dir.path().join("log"), ctl, ip, port)
+        let err = spawn_ready(&tgtd, None, &tgtadm, &dir.path().join("log"), ctl, ip, port)
             .expect_err("the control port is taken");
         // Either it exited at once or it was caught answering for the first.
         assert!(

@@ -1,4 +1,6 @@
-//! `cargo xtask ci [--quick]`: everything CI checks, in order, failing fast.
+//! `cargo xtask ci [--quick]`: everything CI checks, in order, failing fast:
+//! setup, fmt, clippy, tests, doctests, fuzz, the multi-host rig on
+//! namespaces and on VMs (`FTS_CI_HIL=0` / `FTS_CI_HIL_VM=0` skip them).
 //! `.ci/run` runs exactly this.
 
 use anyhow::{bail, Result};
@@ -22,9 +24,11 @@ pub fn cmd(args: &[String]) -> Result<()> {
 fn run_steps(steps: &mut util::Steps, quick: bool) -> Result<()> {
     // cargo-fuzz (and g++) are only needed when fuzzing.
     let want_fuzz = !quick && !fuzz::discover()?.is_empty();
+    // The VM rig needs qemu, qemu-block-extra and busybox-static.
+    let want_vm = !quick && std::env::var("FTS_CI_HIL_VM").as_deref() != Ok("0");
     steps.step("setup", || {
         setup::setup(setup::Options {
-            vm: false,
+            vm: want_vm,
             fuzz: want_fuzz,
         })
     })?;
@@ -68,6 +72,11 @@ fn run_steps(steps: &mut util::Steps, quick: bool) -> Result<()> {
         steps.skip("hil", "skipped because FTS_CI_HIL=0");
     } else {
         steps.step("hil", || hil::run(&[]))?;
+        if want_vm {
+            steps.step("hil --vm", || hil::run(&["--vm".to_string()]))?;
+        } else {
+            steps.skip("hil --vm", "skipped by --quick or FTS_CI_HIL_VM=0");
+        }
     }
     Ok(())
 }

@@ -17,6 +17,8 @@
 //!   SG_IO transport runs for real inside them.
 //! - [`scenario`]: all-pairs, contention, holder-crash, link-flap, destage;
 //!   [`report`]: what each scenario reports and the summary table.
+//! - [`rig`]: the [`Target`] and [`Host`] traits every target and host
+//!   kind implements.
 //!
 //! **Not for**: anything a production fts host runs.
 //!
@@ -41,10 +43,12 @@ mod error;
 pub mod lio;
 pub mod netns;
 pub mod report;
+pub mod rig;
 pub mod scenario;
 pub mod tgt;
 pub mod vm;
 
 pub use error::Error;
 pub use report::{summary_table, ScenarioReport};
+pub use rig::{Host, HostOutput, Target, TgtTarget};
 pub use tgt::{available, start_or_skip, Lun, Nexus, Tgtd, TgtdOptions};

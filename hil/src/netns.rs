@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::rig::{HostOutput, Target, TgtTarget};
 use crate::tgt::{Lun, Tgtd, TgtdOptions};
 use crate::Error;
 
@@ -53,7 +54,7 @@ pub struct NetnsOptions {
 
 /// One host of the rig.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Host {
+pub struct NetnsHost {
     /// Host name, e.g. `h1`; also its fts server name.
     pub name: String,
     /// Its namespace.
@@ -219,7 +220,7 @@ pub fn cleanup_stale() -> Vec<String> {
 #[derive(Debug)]
 pub struct NetnsRig {
     /// The hosts, `h1`...
-    pub hosts: Vec<Host>,
+    pub hosts: Vec<NetnsHost>,
     /// The shared LUN as the hosts reach it.
     pub lun: Lun,
     /// Every host's view of the LUN's identity (VPD 0x83), all equal.
@@ -227,7 +228,7 @@ pub struct NetnsRig {
     fts: PathBuf,
     san: String,
     namespaces: Vec<String>,
-    tgtd: Option<Tgtd>,
+    target: Option<TgtTarget>,
     work: PathBuf,
     keep: bool,
     _tmp: Option<tempfile::TempDir>,
@@ -291,7 +292,7 @@ impl NetnsRig {
             fts: opts.fts.clone(),
             san: san.clone(),
             namespaces: Vec::new(),
-            tgtd: None,
+            target: None,
             work: work.clone(),
             keep: opts.keep,
             _tmp: tmp,
@@ -330,7 +331,7 @@ impl NetnsRig {
                 path: dir.clone(),
                 source,
             })?;
-            rig.hosts.push(Host {
+            rig.hosts.push(NetnsHost {
                 name,
                 ns,
                 addr,
@@ -342,8 +343,9 @@ impl NetnsRig {
             work_dir: Some(work.join("san")),
             netns: Some(san),
         })?;
-        rig.lun = tgtd.add_lun(opts.lun_bytes, 4096)?;
-        rig.tgtd = Some(tgtd);
+        let lun = tgtd.add_lun(opts.lun_bytes, 4096)?;
+        rig.lun = lun.clone();
+        rig.target = Some(TgtTarget { tgtd, lun });
         rig.identity = rig.check_identity()?;
         Ok(rig)
     }
@@ -414,7 +416,7 @@ impl NetnsRig {
     }
 
     /// The initiator name of fts process `name` on `host`.
-    pub fn initiator(host: &Host, name: &str) -> String {
+    pub fn initiator(host: &NetnsHost, name: &str) -> String {
         format!(
             "iqn.2026-11.invalid.fts-hil:{}.{}",
             host.name,
@@ -424,7 +426,7 @@ impl NetnsRig {
 
     /// `fts -d <LUN> -n NAME --initiator IQN` run inside `host`'s
     /// namespace; add the command and its arguments.
-    pub fn fts(&self, host: &Host, name: &str) -> Command {
+    pub fn fts(&self, host: &NetnsHost, name: &str) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &host.ns])
             .arg(&self.fts)
@@ -438,7 +440,7 @@ impl NetnsRig {
     }
 
     /// Starts `host`'s server (fts name = host name) with root `host.dir/root`.
-    pub fn serve(&self, host: &Host, extra: &[&str]) -> Result<Child, Error> {
+    pub fn serve(&self, host: &NetnsHost, extra: &[&str]) -> Result<Child, Error> {
         let log = host.dir.join("serve.log");
         let file = fs::File::create(&log).map_err(|source| Error::Io {
             action: "create",
@@ -460,7 +462,7 @@ impl NetnsRig {
     }
 
     /// Takes `host`'s link down or up.
-    pub fn set_link(&self, host: &Host, up: bool) -> Result<(), Error> {
+    pub fn set_link(&self, host: &NetnsHost, up: bool) -> Result<(), Error> {
         ip(&[
             "-n",
             &host.ns,
@@ -473,15 +475,15 @@ impl NetnsRig {
     }
 
     /// Kills every process of `host` (SIGKILL), as a crash would.
-    pub fn kill_host(&self, host: &Host) {
+    pub fn kill_host(&self, host: &NetnsHost) {
         kill_namespace_processes(&host.ns);
     }
 
     /// Resets the LUN (PR state and mode pages cleared; data kept) between
     /// scenarios: tgt keeps PR registrations of dead sessions.
     pub fn reset_lun(&mut self) -> Result<(), Error> {
-        match &mut self.tgtd {
-            Some(t) => t.reset_lun(&self.lun),
+        match &mut self.target {
+            Some(t) => t.reset_lun(),
             None => Ok(()),
         }
     }
@@ -505,7 +507,7 @@ impl Drop for NetnsRig {
             }
         }
         // tgtd lives in the SAN namespace: stop it properly first.
-        drop(self.tgtd.take());
+        drop(self.target.take());
         for ns in self.namespaces.iter().rev() {
             kill_namespace_processes(ns);
             let _ = Command::new("ip").args(["netns", "delete", ns]).output();
@@ -516,5 +518,59 @@ impl Drop for NetnsRig {
                 let _ = t.keep();
             }
         }
+    }
+}
+
+impl crate::rig::Host for NetnsHost {
+    fn host_name(&self) -> &str {
+        &self.name
+    }
+
+    fn run_shell(&mut self, command: &str, timeout: Duration) -> Result<HostOutput, Error> {
+        let text = format!("ip netns exec {} sh -c {command:?}", self.ns);
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "sh", "-c", command])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                command: text.clone(),
+                source,
+            })?;
+        let start = Instant::now();
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if start.elapsed() < timeout => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(Error::Timeout {
+                        what: text,
+                        waited: start.elapsed(),
+                    });
+                }
+            }
+        }
+        let out = child.wait_with_output().map_err(|source| Error::Spawn {
+            command: text,
+            source,
+        })?;
+        Ok(HostOutput {
+            status: out.status.code().unwrap_or(-1),
+            text: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        })
+    }
+
+    fn crash(&mut self) {
+        kill_namespace_processes(&self.ns);
+        let _ = ip(&["-n", &self.ns, "link", "set", "vh", "down"]);
     }
 }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::netns::{Host, NetnsRig};
+use crate::netns::{NetnsHost, NetnsRig};
 use crate::ScenarioReport;
 
 /// Every scenario, in the order they run.
@@ -138,7 +138,11 @@ fn finish(child: Child, what: &str) -> Result<Output, String> {
         .map_err(|e| format!("{what}: waiting: {e}"))
 }
 
-fn start_servers(rig: &NetnsRig, hosts: &[&Host], extra: &[&str]) -> Result<Vec<Child>, String> {
+fn start_servers(
+    rig: &NetnsRig,
+    hosts: &[&NetnsHost],
+    extra: &[&str],
+) -> Result<Vec<Child>, String> {
     let mut servers = Vec::new();
     for h in hosts {
         servers.push(rig.serve(h, extra).map_err(|e| e.to_string())?);
@@ -155,9 +159,9 @@ fn stop(children: Vec<Child>) {
 
 fn put(
     rig: &NetnsRig,
-    from: &Host,
+    from: &NetnsHost,
     client: &str,
-    to: &Host,
+    to: &NetnsHost,
     src: &Path,
     remote: &str,
 ) -> std::process::Command {
@@ -187,7 +191,7 @@ fn same_file(a: &Path, b: &Path) -> Result<(), String> {
 /// Scenario 1.
 fn all_pairs(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
     const SIZE: usize = 3 << 20;
-    let hosts: Vec<&Host> = rig.hosts.iter().collect();
+    let hosts: Vec<&NetnsHost> = rig.hosts.iter().collect();
     let servers = start_servers(rig, &hosts, &[])?;
     let start = Instant::now();
     let mut clients = Vec::new();
@@ -236,7 +240,7 @@ fn all_pairs(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
 /// Scenario 2.
 fn contention(rig: &NetnsRig) -> Result<String, String> {
     const ROUNDS: usize = 12;
-    let hosts: Vec<&Host> = rig.hosts.iter().collect();
+    let hosts: Vec<&NetnsHost> = rig.hosts.iter().collect();
     let servers = start_servers(rig, &hosts, &[])?;
     // The independent reader: its own initiator, polling the table.
     let stop_reader = Arc::new(AtomicBool::new(false));
@@ -384,9 +388,8 @@ fn holder_crash(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
     // The host dies holding the lock: its processes are killed and its
     // link goes down.
     let crash = Instant::now();
-    rig.kill_host(victim);
+    crate::rig::Host::crash(&mut victim.clone());
     let _ = holder.wait();
-    rig.set_link(victim, false).map_err(|e| e.to_string())?;
     let servers = start_servers(rig, &[server], &[])?;
     let src = client_host.dir.join("after-crash.bin");
     fs::write(&src, random_bytes(42, 1 << 20)).map_err(|e| e.to_string())?;
@@ -494,7 +497,7 @@ fn link_flap(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
     ))
 }
 
-fn wce(rig: &NetnsRig, host: &Host) -> Result<bool, String> {
+fn wce(rig: &NetnsRig, host: &NetnsHost) -> Result<bool, String> {
     let out = rig
         .fts(host, "cache-reader")
         .args(["scsi", "cache"])

@@ -644,3 +644,31 @@ fn bad_arguments_are_refused() {
         "{msg}"
     );
 }
+
+/// The rig's `Target` trait over tgtd: a reset through the trait object
+/// clears persistent-reservation state and keeps the data.
+#[test]
+fn tgt_target_resets_through_the_trait() {
+    let Some(mut tgtd) = hil::start_or_skip("tgt_target_resets_through_the_trait") else {
+        return;
+    };
+    let lun = tgtd.add_lun(1 << 20, 4096).expect("add_lun");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&lun.backing)
+            .expect("open backing");
+        f.write_all(&[7u8; 4096]).expect("write backing");
+    }
+    let mut target: Box<dyn hil::Target> = Box::new(hil::TgtTarget {
+        tgtd,
+        lun: lun.clone(),
+    });
+    assert_eq!(target.kind(), "tgt");
+    assert_eq!(target.url(), lun.url);
+    target.reset_lun().expect("reset through the trait");
+    let data = std::fs::read(&lun.backing).expect("read backing");
+    assert_eq!(data.len(), 1 << 20, "the LU keeps its size");
+    assert_eq!(&data[..4096], &[7u8; 4096][..]);
+}

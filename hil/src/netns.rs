@@ -133,21 +133,50 @@ fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Kills every process in a namespace (SIGKILL) and waits until they are gone.
-fn kill_namespace_processes(ns: &str) {
-    for _ in 0..50 {
+/// Kills every process in a namespace (SIGKILL) and waits until they are
+/// gone; false if some survived (e.g. stuck in uninterruptible sleep).
+fn kill_namespace_processes(ns: &str) -> bool {
+    for _ in 0..100 {
         let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() else {
-            return;
+            return true;
         };
         let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .map(str::to_owned)
             .collect();
         if pids.is_empty() {
-            return;
+            return true;
         }
         let _ = Command::new("kill").arg("-9").args(&pids).output();
         std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("hil: processes in namespace {ns} survived SIGKILL");
+    false
+}
+
+/// Kills (SIGKILL) this process's direct children: the last-resort
+/// teardown of qemu guests and tgtd daemons that live outside the rig's
+/// namespaces (the VM rig).
+fn kill_own_children() {
+    let me = std::process::id().to_string();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return;
+    };
+    for e in dir.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces.
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        if ppid == Some(me.as_str()) {
+            let _ = Command::new("kill").args(["-9", &name]).output();
+        }
     }
 }
 
@@ -170,9 +199,11 @@ pub fn cleanup_own() -> Vec<String> {
     gone
 }
 
-/// On SIGINT, SIGTERM or SIGHUP: tear down this process's rig
+/// On SIGINT, SIGTERM or SIGHUP: kill this process's children (qemu
+/// guests, tgtd daemons of the VM rig), tear down its namespaces
 /// ([`cleanup_own`]) and exit 130, so an interrupted `cargo xtask hil`
-/// leaves no namespace, veth or tgtd behind. (Drop guards cover errors and
+/// leaves no namespace, veth, qemu or tgtd behind (temporary files and
+/// tgtd's control socket files may remain). (Drop guards cover errors and
 /// panics; a SIGKILLed run is cleaned up by the next one, see
 /// [`cleanup_stale`].)
 pub fn install_interrupt_handler() -> Result<(), Error> {
@@ -188,6 +219,7 @@ pub fn install_interrupt_handler() -> Result<(), Error> {
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
             eprintln!("hil: interrupted (signal {sig}); tearing the rig down");
+            kill_own_children();
             let gone = cleanup_own();
             eprintln!("hil: removed {}", gone.join(", "));
             std::process::exit(130);
@@ -206,7 +238,9 @@ pub fn cleanup_stale() -> Vec<String> {
             .strip_prefix(PREFIX)
             .and_then(|r| r.split('-').next())
             .and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(pid_alive) {
+        // Our own pid cannot have a rig yet (pids get reused, e.g. in
+        // containers): anything under it is stale too.
+        if pid.is_some_and(|p| p != std::process::id() && pid_alive(p)) {
             continue;
         }
         kill_namespace_processes(&ns);
@@ -474,9 +508,10 @@ impl NetnsRig {
         .map(drop)
     }
 
-    /// Kills every process of `host` (SIGKILL), as a crash would.
-    pub fn kill_host(&self, host: &NetnsHost) {
-        kill_namespace_processes(&host.ns);
+    /// Kills every process of `host` (SIGKILL), as a crash would; false if
+    /// some survived.
+    pub fn kill_host(&self, host: &NetnsHost) -> bool {
+        kill_namespace_processes(&host.ns)
     }
 
     /// Resets the LUN (PR state and mode pages cleared; data kept) between

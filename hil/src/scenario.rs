@@ -9,15 +9,15 @@
 //! |---|---|
 //! | `all-pairs` | every host puts a distinct random file to every other host at once; all arrive byte-identical |
 //! | `contention` | hosts open and close connections to each other in a tight loop; an independent reader of the Process Id Table never sees one entry generation owned by two requestors, nor one requestor in two entries |
-//! | `holder-crash` | a host dies (SIGKILL + link down) holding the table lock; the others break its reservation after the lock timeout and carry on |
-//! | `link-flap` | a host's link goes down mid-transfer and comes back; the file arrives intact, or the transfer fails cleanly with nothing under the target name and a re-run succeeds |
-//! | `destage` | the Caching page is set for a transfer (WCE 0 → 1 seen from a third host) and restored afterwards |
+//! | `holder-crash` | a host dies (link down, then SIGKILL) holding the table lock (its key is seen holding the reservation); another host preempts it no sooner than the lock timeout and within the lease timeout (plus slack for a loaded machine) and carries on |
+//! | `link-flap` | a host's link goes down for 1.5 s once more than 4 MiB of its file has arrived; the file arrives intact, or the transfer fails cleanly with nothing (or only an intact file) under the target name and a re-run succeeds |
+//! | `destage` | a server runs with `--destage-off`: WCE 0 → 1 (seen from a third host while it serves a transfer), restored to 0 when it is stopped |
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,7 +49,16 @@ const FORMAT: &[&str] = &[
     "2000",
 ];
 
-/// Runs the named scenarios (all of [`ALL`] when `names` is empty).
+/// How long any one fts command of a scenario may take before the rig
+/// kills it and fails the scenario: a hung fts must not hang the run.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(120);
+
+/// The on-disk lock and lease timeouts of [`FORMAT`].
+const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+const LEASE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Runs the named scenarios (all of [`ALL`] when `names` is empty). A
+/// scenario that panics is reported as failed; the others still run.
 pub fn run_netns(rig: &mut NetnsRig, names: &[String]) -> Vec<ScenarioReport> {
     let names: Vec<&str> = if names.is_empty() {
         ALL.to_vec()
@@ -60,22 +69,35 @@ pub fn run_netns(rig: &mut NetnsRig, names: &[String]) -> Vec<ScenarioReport> {
     for name in names {
         let start = Instant::now();
         let mut bytes = 0u64;
-        let result = prepare(rig).and_then(|()| match name {
-            "all-pairs" => all_pairs(rig, &mut bytes),
-            "contention" => contention(rig),
-            "holder-crash" => holder_crash(rig, &mut bytes),
-            "link-flap" => link_flap(rig, &mut bytes),
-            "destage" => destage(rig, &mut bytes),
-            other => Err(format!(
-                "unknown scenario {other:?} (known: {})",
-                ALL.join(", ")
-            )),
-        });
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            prepare(rig).and_then(|()| match name {
+                "all-pairs" => all_pairs(rig, &mut bytes),
+                "contention" => contention(rig),
+                "holder-crash" => holder_crash(rig, &mut bytes),
+                "link-flap" => link_flap(rig, &mut bytes),
+                "destage" => destage(rig, &mut bytes),
+                other => Err(format!(
+                    "unknown scenario {other:?} (known: {})",
+                    ALL.join(", ")
+                )),
+            })
+        }))
+        .unwrap_or_else(|_| Err("the scenario panicked".into()));
         // Whatever happened, no host process outlives its scenario.
+        let mut survivors = Vec::new();
         for h in &rig.hosts {
-            rig.kill_host(h);
+            if !rig.kill_host(h) {
+                survivors.push(h.name.clone());
+            }
             let _ = rig.set_link(h, true);
         }
+        let result = match result {
+            Ok(_) if !survivors.is_empty() => Err(format!(
+                "processes of {} survived SIGKILL",
+                survivors.join(", ")
+            )),
+            r => r,
+        };
         let report = ScenarioReport {
             name: name.to_owned(),
             hosts: rig.hosts.len(),
@@ -124,7 +146,7 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn spawn(mut c: std::process::Command) -> Result<Child, String> {
+fn spawn(mut c: Command) -> Result<Child, String> {
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -132,28 +154,93 @@ fn spawn(mut c: std::process::Command) -> Result<Child, String> {
         .map_err(|e| format!("cannot start {c:?}: {e}"))
 }
 
-fn finish(child: Child, what: &str) -> Result<Output, String> {
-    child
-        .wait_with_output()
-        .map_err(|e| format!("{what}: waiting: {e}"))
+/// Waits for `child` (spawned with piped stdout/stderr) for at most
+/// [`COMMAND_DEADLINE`]; kills it and fails after that.
+fn finish(mut child: Child, what: &str) -> Result<Output, String> {
+    fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if start.elapsed() < COMMAND_DEADLINE => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{what}: still running after {COMMAND_DEADLINE:?}; killed"
+                ));
+            }
+            Err(e) => return Err(format!("{what}: waiting: {e}")),
+        }
+    };
+    Ok(Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
 }
 
-fn start_servers(
-    rig: &NetnsRig,
-    hosts: &[&NetnsHost],
-    extra: &[&str],
-) -> Result<Vec<Child>, String> {
-    let mut servers = Vec::new();
+/// Runs a command to completion within [`COMMAND_DEADLINE`].
+fn output(c: Command) -> Result<Output, String> {
+    let what = format!("{c:?}");
+    finish(spawn(c)?, &what)
+}
+
+/// Started servers: killed when dropped, whatever path the scenario takes.
+struct Servers(Vec<Child>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts `hosts`' servers and waits until each has opened the device.
+fn start_servers(rig: &NetnsRig, hosts: &[&NetnsHost], extra: &[&str]) -> Result<Servers, String> {
+    let mut servers = Servers(Vec::new());
     for h in hosts {
-        servers.push(rig.serve(h, extra).map_err(|e| e.to_string())?);
+        servers
+            .0
+            .push(rig.serve(h, extra).map_err(|e| e.to_string())?);
+    }
+    for h in hosts {
+        wait_serving(h)?;
     }
     Ok(servers)
 }
 
-fn stop(children: Vec<Child>) {
-    for mut c in children {
-        let _ = c.kill();
-        let _ = c.wait();
+/// Waits until `host`'s server (started with [`NetnsRig::serve`]) says it
+/// is serving.
+fn wait_serving(host: &NetnsHost) -> Result<(), String> {
+    let log = host.dir.join("serve.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if fs::read_to_string(&log).is_ok_and(|l| l.contains("serving as")) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "server {} did not start within 30s: {}",
+                host.name,
+                fs::read_to_string(&log).unwrap_or_default().trim()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -164,12 +251,16 @@ fn put(
     to: &NetnsHost,
     src: &Path,
     remote: &str,
-) -> std::process::Command {
+    replace: bool,
+) -> Command {
     let mut c = rig.fts(from, client);
     c.args(["put", &to.name])
         .arg(src)
         .arg(remote)
         .args(["--timeout", "60"]);
+    if replace {
+        c.arg("--replace");
+    }
     c
 }
 
@@ -205,7 +296,7 @@ fn all_pairs(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
                 .map_err(|e| format!("{}: {e}", src.display()))?;
             let client = format!("{}-to-{}", from.name, to.name);
             let remote = format!("from-{}.bin", from.name);
-            let child = spawn(put(rig, from, &client, to, &src, &remote))?;
+            let child = spawn(put(rig, from, &client, to, &src, &remote, false))?;
             clients.push((src, to.dir.join("root").join(&remote), client, child));
         }
     }
@@ -227,7 +318,7 @@ fn all_pairs(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    stop(servers);
+    drop(servers);
     if !failures.is_empty() {
         return Err(failures.join("; "));
     }
@@ -235,6 +326,15 @@ fn all_pairs(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
         "{n} concurrent transfers, all byte-identical, {:.1} MiB/s aggregate",
         *bytes as f64 / (1 << 20) as f64 / secs
     ))
+}
+
+/// Stops the reader thread when dropped, on every path.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Scenario 2.
@@ -252,6 +352,7 @@ fn contention(rig: &NetnsRig) -> Result<String, String> {
         let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
         std::thread::spawn(move || reader_loop(&program, &args, &stop_reader))
     };
+    let stop_guard = StopOnDrop(Arc::clone(&stop_reader));
     let start = Instant::now();
     let mut shells = Vec::new();
     for (i, h) in hosts.iter().enumerate() {
@@ -262,15 +363,15 @@ fn contention(rig: &NetnsRig) -> Result<String, String> {
         }
         script.push_str("quit\n");
         let mut c = rig.fts(h, &format!("{}-shell", h.name));
-        c.args(["shell"])
+        c.args(["shell", "--timeout", "60"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = c.spawn().map_err(|e| format!("shell on {}: {e}", h.name))?;
+        // A shell that dies early makes this fail with EPIPE; its exit
+        // status says why below.
         if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(script.as_bytes())
-                .map_err(|e| format!("shell on {}: {e}", h.name))?;
+            let _ = stdin.write_all(script.as_bytes());
         }
         shells.push((h.name.clone(), child));
     }
@@ -291,20 +392,24 @@ fn contention(rig: &NetnsRig) -> Result<String, String> {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    stop_reader.store(true, Ordering::Relaxed);
+    drop(stop_guard);
     let seen = reader
         .join()
         .map_err(|_| "the reader thread panicked".to_string())?;
-    stop(servers);
-    let seen = seen?;
+    drop(servers);
+    let (snapshots, generations) = seen?;
     if !failures.is_empty() {
         return Err(failures.join("; "));
     }
+    // The reader must actually have watched the contention.
+    if snapshots < 5 || generations < hosts.len() {
+        return Err(format!(
+            "the reader saw too little to prove anything: {snapshots} snapshots, {generations} entry generations"
+        ));
+    }
     Ok(format!(
-        "{opened} connections opened and closed in {secs:.1}s ({:.0}/s); reader took {} snapshots, saw {} entry generations, each with one owner",
+        "{opened} connections opened and closed in {secs:.1}s ({:.0}/s); reader took {snapshots} snapshots, saw {generations} entry generations, each with one owner",
         opened as f64 / secs,
-        seen.0,
-        seen.1
     ))
 }
 
@@ -319,21 +424,30 @@ fn reader_loop(
     let mut owners: HashMap<(u64, u64), String> = HashMap::new();
     let mut snapshots = 0;
     while !stop.load(Ordering::Relaxed) {
-        let out = std::process::Command::new(program)
-            .args(args)
-            .output()
-            .map_err(|e| format!("reader: {e}"))?;
+        let mut c = Command::new(program);
+        c.args(args);
+        let out = output(c).map_err(|e| format!("reader: {e}"))?;
         if !out.status.success() {
             return Err(format!("reader: status failed: {}", text(&out)));
         }
         let v: serde_json::Value =
             serde_json::from_slice(&out.stdout).map_err(|e| format!("reader: bad JSON: {e}"))?;
+        let entries = v["connections"]
+            .as_array()
+            .ok_or("reader: no \"connections\" array in status --json")?;
         snapshots += 1;
         let mut in_use: HashMap<String, u64> = HashMap::new();
-        for e in v["connections"].as_array().into_iter().flatten() {
-            let slot = e["slot"].as_u64().unwrap_or(0);
-            let generation = e["generation"].as_u64().unwrap_or(0);
-            let who = e["requestor"].as_str().unwrap_or("").to_owned();
+        for e in entries {
+            let field = |k: &str| {
+                e[k].as_u64()
+                    .ok_or(format!("reader: entry without {k}: {e}"))
+            };
+            let slot = field("slot")?;
+            let generation = field("generation")?;
+            let who = e["requestor"]
+                .as_str()
+                .ok_or(format!("reader: entry without requestor: {e}"))?
+                .to_owned();
             if let Some(prev) = owners.get(&(slot, generation)) {
                 if *prev != who {
                     return Err(format!(
@@ -370,6 +484,19 @@ fn wait_line(child: &mut Child, needle: &str, timeout: Duration) -> Result<(), S
     }
 }
 
+/// The persistent-reservation holder's key as another initiator sees it.
+fn reservation_holder(rig: &NetnsRig, from: &NetnsHost) -> Result<Option<String>, String> {
+    let out = output({
+        let mut c = rig.fts(from, "pr-observer");
+        c.args(["scsi", "reservations"]);
+        c
+    })?;
+    let s = String::from_utf8_lossy(&out.stdout);
+    Ok(s.lines()
+        .find_map(|l| l.strip_prefix("reservation: key "))
+        .map(|k| k.split(',').next().unwrap_or(k).to_owned()))
+}
+
 /// Scenario 3.
 fn holder_crash(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
     let victim = &rig.hosts[0];
@@ -380,51 +507,81 @@ fn holder_crash(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
         c.args(["hold-lock", "600"]);
         c
     })?;
-    wait_line(
+    let held = wait_line(
         &mut holder,
         "holding the Process Id Table lock",
         Duration::from_secs(20),
+    );
+    if let Err(e) = held {
+        let _ = holder.kill();
+        let _ = holder.wait();
+        return Err(e);
+    }
+    // The victim's key must really hold the reservation now.
+    let key = reservation_holder(rig, server)?.ok_or(
+        "nobody holds the persistent reservation although the victim says it holds the lock",
     )?;
-    // The host dies holding the lock: its processes are killed and its
-    // link goes down.
+    // The host dies: its link goes first (no FIN, as in a real crash),
+    // then every process is killed.
     let crash = Instant::now();
     crate::rig::Host::crash(&mut victim.clone());
     let _ = holder.wait();
     let servers = start_servers(rig, &[server], &[])?;
     let src = client_host.dir.join("after-crash.bin");
     fs::write(&src, random_bytes(42, 1 << 20)).map_err(|e| e.to_string())?;
-    let out = put(
+    let out = output(put(
         rig,
         client_host,
         "survivor",
         server,
         &src,
         "after-crash.bin",
-    )
-    .output()
-    .map_err(|e| e.to_string())?;
+        false,
+    ))?;
     let recovered = crash.elapsed();
-    stop(servers);
+    drop(servers);
     if !out.status.success() {
         return Err(format!("the survivors did not carry on: {}", text(&out)));
     }
     same_file(&src, &server.dir.join("root").join("after-crash.bin"))?;
     *bytes += 1 << 20;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let broke = if stderr.contains("preempting") || stderr.contains("LOGICAL UNIT RESET") {
-        "holder preempted"
-    } else {
-        "lock taken"
-    };
-    // Lock timeout 2 s on disk: recovery must come soon after it.
-    if recovered > Duration::from_secs(15) {
-        return Err(format!("recovery took {recovered:?}"));
+    if !stderr.contains("preempting") {
+        return Err(format!(
+            "the transfer succeeded without preempting the dead holder's key {key}: {}",
+            stderr.trim()
+        ));
+    }
+    // No sooner than the lock timeout (otherwise the lock was ignored), and
+    // within the lease timeout plus slack for a loaded 2-core machine.
+    let slack = Duration::from_secs(6);
+    if recovered < LOCK_TIMEOUT || recovered > LEASE_TIMEOUT + slack {
+        return Err(format!(
+            "recovery took {recovered:?}; expected between {LOCK_TIMEOUT:?} and {:?}",
+            LEASE_TIMEOUT + slack
+        ));
     }
     Ok(format!(
-        "{} killed while holding the lock; {broke}, transfer done {:.1}s after the crash (lock timeout 2.0s)",
+        "{} died holding the lock (key {key}); its reservation was preempted and a transfer done {:.1}s after the crash (lock timeout {:.1}s, lease {:.1}s)",
         victim.name,
-        recovered.as_secs_f64()
+        recovered.as_secs_f64(),
+        LOCK_TIMEOUT.as_secs_f64(),
+        LEASE_TIMEOUT.as_secs_f64()
     ))
+}
+
+/// Bytes of the largest file in `dir` (the server's temporary file while a
+/// transfer is under way).
+fn arrived(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
 }
 
 /// Scenario 4.
@@ -435,27 +592,28 @@ fn link_flap(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
     let servers = start_servers(rig, &[to], &[])?;
     let src = from.dir.join("flap.bin");
     fs::write(&src, random_bytes(7, SIZE)).map_err(|e| e.to_string())?;
-    let dst = to.dir.join("root").join("flap.bin");
-    let mut child = spawn(put(rig, from, "flapper", to, &src, "flap.bin"))?;
-    // Take the link down once data is arriving (the server's temporary
-    // file exists) and the transfer is still running, for 1.5 s.
     let root = to.dir.join("root");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let arriving = fs::read_dir(&root).is_ok_and(|mut d| d.next().is_some());
-        if arriving {
-            break;
+    let dst = root.join("flap.bin");
+    let mut child = spawn(put(rig, from, "flapper", to, &src, "flap.bin", false))?;
+    // Take the link down once more than 4 MiB have arrived while the
+    // transfer still runs, for 1.5 s.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let at = loop {
+        let at = arrived(&root);
+        if at > 4 << 20 {
+            break at;
         }
         if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
             let _ = child.kill();
-            stop(servers);
-            return Err("the transfer never got under way".into());
+            let _ = child.wait();
+            return Err(format!(
+                "the transfer never got under way ({at} bytes arrived)"
+            ));
         }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        std::thread::sleep(Duration::from_millis(2));
+    };
     rig.set_link(from, false).map_err(|e| e.to_string())?;
-    if child.try_wait().ok().flatten().is_some() {
-        stop(servers);
+    if child.try_wait().ok().flatten().is_some() || at >= SIZE as u64 {
         return Err(format!(
             "the {} MiB transfer finished before the link went down: the flap proved nothing",
             SIZE >> 20
@@ -469,40 +627,43 @@ fn link_flap(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
         *bytes += SIZE as u64;
         "completed intact across the flap".to_string()
     } else {
+        // A failed transfer may have committed just before the client gave
+        // up: an intact file is fine, a partial one is not. Let the server
+        // notice the dead client first (lease timeout).
+        std::thread::sleep(LEASE_TIMEOUT + Duration::from_secs(1));
         if dst.exists() {
-            return Err(format!(
-                "the transfer failed ({}) but left {} under the target name",
-                text(&out),
-                dst.display()
-            ));
+            same_file(&src, &dst).map_err(|e| {
+                format!(
+                    "the transfer failed ({}) and left a partial file under the target name: {e}",
+                    text(&out)
+                )
+            })?;
         }
-        let again = put(rig, from, "flapper2", to, &src, "flap.bin")
-            .output()
-            .map_err(|e| e.to_string())?;
+        let again = output(put(rig, from, "flapper2", to, &src, "flap.bin", true))?;
         if !again.status.success() {
-            stop(servers);
             return Err(format!("the re-run failed: {}", text(&again)));
         }
         same_file(&src, &dst)?;
         *bytes += SIZE as u64;
         format!(
-            "failed cleanly (exit {:?}, nothing under the target name), re-run intact",
+            "failed cleanly (exit {:?}; nothing partial under the target name), re-run intact",
             out.status.code()
         )
     };
-    stop(servers);
+    drop(servers);
     Ok(format!(
-        "{} MiB put with a 1.5 s link flap: {outcome}",
-        SIZE >> 20
+        "{} MiB put, link down for 1.5 s after {:.1} MiB had arrived: {outcome}",
+        SIZE >> 20,
+        at as f64 / (1 << 20) as f64
     ))
 }
 
 fn wce(rig: &NetnsRig, host: &NetnsHost) -> Result<bool, String> {
-    let out = rig
-        .fts(host, "cache-reader")
-        .args(["scsi", "cache"])
-        .output()
-        .map_err(|e| e.to_string())?;
+    let out = output({
+        let mut c = rig.fts(host, "cache-reader");
+        c.args(["scsi", "cache"]);
+        c
+    })?;
     let s = String::from_utf8_lossy(&out.stdout);
     s.lines()
         .find(|l| l.starts_with("current"))
@@ -516,46 +677,42 @@ fn destage(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
     let from = &rig.hosts[0];
     let to = &rig.hosts[1];
     let observer = rig.hosts.get(2).unwrap_or(from);
-    let out = rig
-        .fts(from, "cache-admin")
-        .args(["scsi", "cache", "--set", "wce=off"])
-        .output()
-        .map_err(|e| e.to_string())?;
+    let out = output({
+        let mut c = rig.fts(from, "cache-admin");
+        c.args(["scsi", "cache", "--set", "wce=off"]);
+        c
+    })?;
     if !out.status.success() || wce(rig, observer)? {
         return Err(format!("cannot set WCE=0 first: {}", text(&out)));
     }
-    let mut server = rig
-        .serve(to, &["--destage-off"])
-        .map_err(|e| e.to_string())?;
-    // The server applies the setting when it starts.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !wce(rig, observer)? {
-        if Instant::now() > deadline {
-            let _ = server.kill();
-            return Err("WCE never became 1 while the server ran with --destage-off".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut servers = start_servers(rig, &[to], &["--destage-off"])?;
+    // The server applied the setting when it started.
+    let before = wce(rig, observer)?;
     let src = from.dir.join("destage.bin");
     fs::write(&src, random_bytes(5, SIZE)).map_err(|e| e.to_string())?;
-    let out = put(rig, from, "destager", to, &src, "destage.bin")
-        .output()
-        .map_err(|e| e.to_string())?;
-    let during = wce(rig, observer)?;
+    let out = output(put(rig, from, "destager", to, &src, "destage.bin", false))?;
+    let after_transfer = wce(rig, observer)?;
     // SIGTERM: the server restores the page before it exits.
-    let _ = std::process::Command::new("kill")
+    let server = servers.0.pop().ok_or("no server")?;
+    let _ = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status();
-    let _ = server.wait();
+    let stopped = finish(server, "destage server")?;
     let after = wce(rig, observer)?;
     if !out.status.success() {
         return Err(format!("transfer failed: {}", text(&out)));
     }
     same_file(&src, &to.dir.join("root").join("destage.bin"))?;
     *bytes += SIZE as u64;
-    if !during || after {
+    if !before || !after_transfer || after {
         return Err(format!(
-            "WCE during the transfer {during}, after {after} (expected true, false)"
+            "WCE with the server running {before}, after its transfer {after_transfer}, after it stopped {after} (expected true, true, false)"
+        ));
+    }
+    if stopped.status.code() != Some(130) {
+        return Err(format!(
+            "the server exited {:?} on SIGTERM, not 130",
+            stopped.status.code()
         ));
     }
     let log = fs::read_to_string(to.dir.join("serve.log")).unwrap_or_default();
@@ -566,7 +723,7 @@ fn destage(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
         .unwrap_or("?")
         .to_owned();
     Ok(format!(
-        "WCE 0 -> 1 for the transfer (seen from {}), restored to 0 on SIGTERM; server said: {report}",
+        "WCE 0 -> 1 while the server ran with --destage-off and served a transfer (seen from {}), restored to 0 on SIGTERM; server said: {report}",
         observer.name
     ))
 }

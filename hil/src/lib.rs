@@ -42,6 +42,7 @@
 mod error;
 pub mod lio;
 pub mod netns;
+mod proc;
 pub mod report;
 pub mod rig;
 pub mod scenario;

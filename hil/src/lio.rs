@@ -167,14 +167,13 @@
 //! hosts logged out.
 #![deny(missing_docs)]
 
-use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::fs::{self};
+use std::io;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::Error;
 
@@ -1020,65 +1019,7 @@ fn run_targetcli(
     argv: &[String],
     timeout: Duration,
 ) -> Result<String, Error> {
-    let command = argv.join(" ");
-    let spawn_err = |source| Error::Spawn {
-        command: command.clone(),
-        source,
-    };
-    let mut out = tempfile::tempfile().map_err(spawn_err)?;
-    let mut err = tempfile::tempfile().map_err(spawn_err)?;
-    let mut child = Command::new(targetcli)
-        .args(argv.iter().skip(1))
-        .env("TARGETCLI_HOME", home)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().map_err(spawn_err)?)
-        .stderr(err.try_clone().map_err(spawn_err)?)
-        .spawn()
-        .map_err(spawn_err)?;
-    let status = match wait_timeout(&mut child, timeout).map_err(spawn_err)? {
-        Some(status) => status,
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(Error::CommandTimeout {
-                command,
-                waited: timeout,
-            });
-        }
-    };
-    let stdout = read_all(&mut out).map_err(spawn_err)?;
-    let stderr = read_all(&mut err).map_err(spawn_err)?;
-    if status.success() {
-        Ok(stdout)
-    } else {
-        Err(Error::Command {
-            command,
-            status,
-            stdout,
-            stderr,
-        })
-    }
-}
-
-fn read_all(file: &mut File) -> io::Result<String> {
-    file.seek(SeekFrom::Start(0))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// `Some(status)` once `child` exits, `None` if it still runs after `timeout`.
-fn wait_timeout(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if start.elapsed() >= timeout {
-            return Ok(None);
-        }
-        sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
+    let mut cmd = Command::new(targetcli);
+    cmd.args(argv.iter().skip(1)).env("TARGETCLI_HOME", home);
+    crate::proc::run_capture(&mut cmd, timeout)
 }

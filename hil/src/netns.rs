@@ -24,9 +24,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::proc;
 use crate::rig::{HostOutput, Target, TgtTarget};
 use crate::tgt::{Lun, Tgtd, TgtdOptions};
 use crate::Error;
@@ -91,37 +92,21 @@ pub fn available() -> Result<(), String> {
     crate::tgt::available()
 }
 
-/// Runs a command, failing with its output when it fails.
-pub(crate) fn run(cmd: &mut Command) -> Result<Output, Error> {
-    let text = format!("{cmd:?}");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| Error::Spawn {
-            command: text.clone(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(Error::Command {
-            command: text,
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
-    }
-    Ok(out)
-}
+/// Deadline of every `ip` (and `kill`) the rig runs.
+const IP_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn ip(args: &[&str]) -> Result<Output, Error> {
-    run(Command::new("ip").args(args))
+/// Deadline of a host-side fts command during provisioning (format, probe).
+const FTS_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `ip ARGS...`; its standard output, or why it failed.
+fn ip(args: &[&str]) -> Result<String, Error> {
+    proc::run_capture(Command::new("ip").args(args), IP_TIMEOUT)
 }
 
 /// The rig's namespaces that exist now.
 fn rig_namespaces() -> Vec<String> {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return Vec::new();
-    };
-    String::from_utf8_lossy(&out.stdout)
+    ip(&["netns", "list"])
+        .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .filter(|n| n.starts_with(PREFIX))
@@ -137,17 +122,14 @@ fn pid_alive(pid: u32) -> bool {
 /// gone; false if some survived (e.g. stuck in uninterruptible sleep).
 fn kill_namespace_processes(ns: &str) -> bool {
     for _ in 0..100 {
-        let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() else {
+        let Ok(out) = ip(&["netns", "pids", ns]) else {
             return true;
         };
-        let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
+        let pids: Vec<String> = out.split_whitespace().map(str::to_owned).collect();
         if pids.is_empty() {
             return true;
         }
-        let _ = Command::new("kill").arg("-9").args(&pids).output();
+        let _ = proc::run_output(Command::new("kill").arg("-9").args(&pids), IP_TIMEOUT);
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("hil: processes in namespace {ns} survived SIGKILL");
@@ -175,7 +157,7 @@ fn kill_own_children() {
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().nth(1));
         if ppid == Some(me.as_str()) {
-            let _ = Command::new("kill").args(["-9", &name]).output();
+            let _ = proc::run_output(Command::new("kill").args(["-9", &name]), IP_TIMEOUT);
         }
     }
 }
@@ -193,7 +175,7 @@ pub fn cleanup_own() -> Vec<String> {
     mine.sort_by_key(|n| n.ends_with("-san"));
     for ns in mine {
         kill_namespace_processes(&ns);
-        let _ = Command::new("ip").args(["netns", "delete", &ns]).output();
+        let _ = ip(&["netns", "delete", &ns]);
         gone.push(ns);
     }
     gone
@@ -244,7 +226,7 @@ pub fn cleanup_stale() -> Vec<String> {
             continue;
         }
         kill_namespace_processes(&ns);
-        let _ = Command::new("ip").args(["netns", "delete", &ns]).output();
+        let _ = ip(&["netns", "delete", &ns]);
         gone.push(ns);
     }
     gone
@@ -397,7 +379,8 @@ impl NetnsRig {
         for h in &self.hosts {
             let start = Instant::now();
             let id = loop {
-                let out = self.fts(h, "probe").args(["scsi", "inquiry"]).output();
+                let out =
+                    proc::run_raw(self.fts(h, "probe").args(["scsi", "inquiry"]), FTS_TIMEOUT);
                 let text = out
                     .as_ref()
                     .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
@@ -411,7 +394,7 @@ impl NetnsRig {
                 }
                 if start.elapsed() > Duration::from_secs(20) {
                     let why = match out {
-                        Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+                        Ok(o) => o.stderr,
                         Err(e) => e.to_string(),
                     };
                     return Err(Error::Provision {
@@ -526,10 +509,12 @@ impl NetnsRig {
     /// Formats the LUN (from host 1) with the given extra `format` options.
     pub fn format(&self, extra: &[&str]) -> Result<(), Error> {
         let h = &self.hosts[0];
-        run(self
-            .fts(h, "hil-format")
-            .args(["format", "--force", "--max-connections", "16"])
-            .args(extra))
+        proc::run_capture(
+            self.fts(h, "hil-format")
+                .args(["format", "--force", "--max-connections", "16"])
+                .args(extra),
+            FTS_TIMEOUT,
+        )
         .map(drop)
     }
 }
@@ -545,7 +530,7 @@ impl Drop for NetnsRig {
         drop(self.target.take());
         for ns in self.namespaces.iter().rev() {
             kill_namespace_processes(ns);
-            let _ = Command::new("ip").args(["netns", "delete", ns]).output();
+            let _ = ip(&["netns", "delete", ns]);
         }
         if self.keep {
             eprintln!("hil: kept {}", self.work.display());
@@ -562,38 +547,10 @@ impl crate::rig::Host for NetnsHost {
     }
 
     fn run_shell(&mut self, command: &str, timeout: Duration) -> Result<HostOutput, Error> {
-        let text = format!("ip netns exec {} sh -c {command:?}", self.ns);
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "sh", "-c", command])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| Error::Spawn {
-                command: text.clone(),
-                source,
-            })?;
-        let start = Instant::now();
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if start.elapsed() < timeout => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(Error::Timeout {
-                        what: text,
-                        waited: start.elapsed(),
-                    });
-                }
-            }
-        }
-        let out = child.wait_with_output().map_err(|source| Error::Spawn {
-            command: text,
-            source,
-        })?;
+        let out = proc::run_output(
+            Command::new("ip").args(["netns", "exec", &self.ns, "sh", "-c", command]),
+            timeout,
+        )?;
         Ok(HostOutput {
             status: out.status.code().unwrap_or(-1),
             text: format!(

@@ -15,9 +15,11 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+
+use crate::proc::{self, Running};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -146,56 +148,21 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn spawn(mut c: Command) -> Result<Child, String> {
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {c:?}: {e}"))
+fn spawn(mut c: Command) -> Result<Running, String> {
+    proc::spawn(&mut c).map_err(|e| e.to_string())
 }
 
-/// Waits for `child` (spawned with piped stdout/stderr) for at most
-/// [`COMMAND_DEADLINE`]; kills it and fails after that.
-fn finish(mut child: Child, what: &str) -> Result<Output, String> {
-    fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
-            }
-            buf
-        })
-    }
-    let out = drain(child.stdout.take());
-    let err = drain(child.stderr.take());
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if start.elapsed() < COMMAND_DEADLINE => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{what}: still running after {COMMAND_DEADLINE:?}; killed"
-                ));
-            }
-            Err(e) => return Err(format!("{what}: waiting: {e}")),
-        }
-    };
-    Ok(Output {
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    })
+/// Waits for `child` for at most [`COMMAND_DEADLINE`]; kills it and fails
+/// after that.
+fn finish(child: Running, what: &str) -> Result<Output, String> {
+    child
+        .finish(COMMAND_DEADLINE)
+        .map_err(|e| format!("{what}: {e}"))
 }
 
 /// Runs a command to completion within [`COMMAND_DEADLINE`].
-fn output(c: Command) -> Result<Output, String> {
-    let what = format!("{c:?}");
-    finish(spawn(c)?, &what)
+fn output(mut c: Command) -> Result<Output, String> {
+    proc::run_output(&mut c, COMMAND_DEADLINE).map_err(|e| e.to_string())
 }
 
 /// Started servers: killed when dropped, whatever path the scenario takes.
@@ -362,17 +329,14 @@ fn contention(rig: &NetnsRig) -> Result<String, String> {
             script.push_str(&format!("open {}\nclose\n", peer.name));
         }
         script.push_str("quit\n");
+        let script_path = h.dir.join("contention.script");
+        fs::write(&script_path, script).map_err(|e| format!("{}: {e}", script_path.display()))?;
+        let stdin =
+            fs::File::open(&script_path).map_err(|e| format!("{}: {e}", script_path.display()))?;
         let mut c = rig.fts(h, &format!("{}-shell", h.name));
-        c.args(["shell", "--timeout", "60"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().map_err(|e| format!("shell on {}: {e}", h.name))?;
-        // A shell that dies early makes this fail with EPIPE; its exit
-        // status says why below.
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(script.as_bytes());
-        }
+        c.args(["shell", "--timeout", "60"]);
+        let child = proc::spawn_with_stdin(&mut c, Stdio::from(stdin))
+            .map_err(|e| format!("shell on {}: {e}", h.name))?;
         shells.push((h.name.clone(), child));
     }
     let mut failures = Vec::new();
@@ -502,11 +466,15 @@ fn holder_crash(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
     let victim = &rig.hosts[0];
     let server = &rig.hosts[1];
     let client_host = rig.hosts.get(2).unwrap_or(server);
-    let mut holder = spawn({
-        let mut c = rig.fts(victim, "holder");
-        c.args(["hold-lock", "600"]);
-        c
-    })?;
+    // A raw child: its stdout is read line by line.
+    let mut holder = rig
+        .fts(victim, "holder")
+        .args(["hold-lock", "600"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the lock holder: {e}"))?;
     let held = wait_line(
         &mut holder,
         "holding the Process Id Table lock",
@@ -603,9 +571,9 @@ fn link_flap(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
         if at > 4 << 20 {
             break at;
         }
-        if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if Instant::now() > deadline || child.has_exited() {
+            child.kill();
+            let _ = child.finish(COMMAND_DEADLINE);
             return Err(format!(
                 "the transfer never got under way ({at} bytes arrived)"
             ));
@@ -613,7 +581,7 @@ fn link_flap(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
         std::thread::sleep(Duration::from_millis(2));
     };
     rig.set_link(from, false).map_err(|e| e.to_string())?;
-    if child.try_wait().ok().flatten().is_some() || at >= SIZE as u64 {
+    if child.has_exited() || at >= SIZE as u64 {
         return Err(format!(
             "the {} MiB transfer finished before the link went down: the flap proved nothing",
             SIZE >> 20
@@ -697,7 +665,9 @@ fn destage(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
     let _ = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status();
-    let stopped = finish(server, "destage server")?;
+    let mut server = server;
+    let stopped = proc::wait_deadline(&mut server, COMMAND_DEADLINE, "destage server")
+        .map_err(|e| e.to_string())?;
     let after = wce(rig, observer)?;
     if !out.status.success() {
         return Err(format!("transfer failed: {}", text(&out)));
@@ -709,10 +679,10 @@ fn destage(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
             "WCE with the server running {before}, after its transfer {after_transfer}, after it stopped {after} (expected true, true, false)"
         ));
     }
-    if stopped.status.code() != Some(130) {
+    if stopped.code() != Some(130) {
         return Err(format!(
             "the server exited {:?} on SIGTERM, not 130",
-            stopped.status.code()
+            stopped.code()
         ));
     }
     let log = fs::read_to_string(to.dir.join("serve.log")).unwrap_or_default();

@@ -42,7 +42,6 @@
 //!   recovery level 0 the session (I_T nexus) goes with it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
 use std::net::{IpAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
@@ -683,7 +682,9 @@ impl Tgtd {
         };
         if graceful.is_err() {
             // tgtadm fails when the daemon has died (or is dying); say so.
-            if let Ok(Some(status)) = wait_timeout(&mut self.child, Duration::from_millis(100)) {
+            if let Ok(Some(status)) =
+                crate::proc::wait_timeout(&mut self.child, Duration::from_millis(100))
+            {
                 graceful = Err(self.exited(status));
             }
         }
@@ -755,7 +756,7 @@ impl Tgtd {
     /// Waits up to `grace` for the daemon to exit, then kills it.
     fn wait_or_kill(&mut self, grace: Duration) -> Result<(), Error> {
         let command = format!("tgtd -f -C {}", self.control_port);
-        if let Ok(Some(_)) = wait_timeout(&mut self.child, grace) {
+        if let Ok(Some(_)) = crate::proc::wait_timeout(&mut self.child, grace) {
             return Ok(());
         }
         // Last resort. Errors here mean it is already gone.
@@ -1047,71 +1048,12 @@ fn run_tgtadm(
     args: &[&str],
     timeout: Duration,
 ) -> Result<String, Error> {
-    let command = command_line(tgtadm, control_port, args);
-    let spawn_err = |source| Error::Spawn {
-        command: command.clone(),
-        source,
-    };
-    // Output goes to anonymous files: no pipe to fill, no reader thread.
-    let mut out = tempfile::tempfile().map_err(spawn_err)?;
-    let mut err = tempfile::tempfile().map_err(spawn_err)?;
-    let mut child = Command::new(tgtadm)
-        .arg("-C")
+    let mut cmd = Command::new(tgtadm);
+    cmd.arg("-C")
         .arg(control_port.to_string())
         .args(args)
-        .env_remove("TGT_IPC_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().map_err(spawn_err)?)
-        .stderr(err.try_clone().map_err(spawn_err)?)
-        .spawn()
-        .map_err(spawn_err)?;
-    let status = match wait_timeout(&mut child, timeout).map_err(spawn_err)? {
-        Some(status) => status,
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(Error::CommandTimeout {
-                command,
-                waited: timeout,
-            });
-        }
-    };
-    let stdout = read_all(&mut out).map_err(spawn_err)?;
-    let stderr = read_all(&mut err).map_err(spawn_err)?;
-    if status.success() {
-        Ok(stdout)
-    } else {
-        Err(Error::Command {
-            command,
-            status,
-            stdout,
-            stderr,
-        })
-    }
-}
-
-fn read_all(file: &mut File) -> io::Result<String> {
-    file.seek(SeekFrom::Start(0))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// `Some(status)` once `child` exits, `None` if it is still running after
-/// `timeout`.
-fn wait_timeout(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
-    let start = Instant::now();
-    let mut pause = Duration::from_micros(200);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if start.elapsed() >= timeout {
-            return Ok(None);
-        }
-        sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
+        .env_remove("TGT_IPC_SOCKET");
+    crate::proc::run_capture(&mut cmd, timeout)
 }
 
 /// The last [`LOG_TAIL`] bytes of the daemon's log.

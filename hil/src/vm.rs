@@ -34,7 +34,7 @@ pub mod cpio;
 pub mod guest;
 pub mod init;
 pub mod kernel;
-mod proc;
+use crate::proc;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;

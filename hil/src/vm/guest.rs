@@ -167,9 +167,9 @@ impl Guest {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(err);
-        let _ = writeln!(log, "# {}", super::proc::describe(&cmd));
+        let _ = writeln!(log, "# {}", crate::proc::describe(&cmd));
         let mut child = cmd.spawn().map_err(|source| Error::Spawn {
-            command: super::proc::describe(&cmd),
+            command: crate::proc::describe(&cmd),
             source,
         })?;
         let spawned = Instant::now();

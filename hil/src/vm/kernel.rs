@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::proc::run_capture;
+use crate::proc::run_capture;
 use crate::Error;
 
 /// The metapackage whose dependency names the current cloud kernel.
@@ -181,7 +181,7 @@ fn fetch(cache_root: &Path, dir: &Path, pkg: &str, version: &str) -> Result<(), 
             let tool = if name.ends_with(".xz") { "xz" } else { "zstd" };
             let mut cmd = Command::new(tool);
             cmd.arg("-dc").arg(&found);
-            let bytes = super::proc::run_bytes(&mut cmd, APT_TIMEOUT)?;
+            let bytes = crate::proc::run_bytes(&mut cmd, APT_TIMEOUT)?;
             fs::write(&dest, bytes).map_err(|source| Error::Io {
                 action: "write",
                 path: dest.clone(),

@@ -182,7 +182,7 @@ pub fn lock_factory(
             .into())
         }
     };
-    let what = format!("{}{why}", locks.handle()?.describe());
+    let what = format!("{}{why}", locks.describe());
     let f: LockFactory = Arc::new(move || Ok(Box::new(locks.handle()?) as Box<dyn TableLock>));
     Ok((f, what))
 }
@@ -276,6 +276,10 @@ pub enum ScsiCmd {
 }
 
 const PR_TYPE: PrType = PrType::WriteExclusiveRegistrantsOnly;
+
+/// How this initiator registers its key: whatever it was registered with
+/// before (possibly by an earlier session), replace it.
+const REGISTER: &str = "PR OUT REGISTER AND IGNORE EXISTING KEY";
 
 fn pr_out(
     t: &SharedTransport,
@@ -438,7 +442,7 @@ pub fn run(location: &str, op: &ScsiCmd) -> Result<()> {
                 0,
                 key,
             )
-            .map_err(|e| scsi("PR OUT REGISTER AND IGNORE EXISTING KEY", e))?;
+            .map_err(|e| scsi(REGISTER, e))?;
             println!("registered key 0x{key:016x} for {initiator}");
         }
         ScsiCmd::Release => {
@@ -472,7 +476,7 @@ pub fn run(location: &str, op: &ScsiCmd) -> Result<()> {
                 0,
                 key,
             )
-            .map_err(|e| scsi("PR OUT REGISTER AND IGNORE EXISTING KEY", e))?;
+            .map_err(|e| scsi(REGISTER, e))?;
             let r = pr_out(
                 &t,
                 PrOutServiceAction::PreemptAndAbort,

@@ -280,6 +280,22 @@ impl ScsiLocks {
         self.cfg.key
     }
 
+    /// The mechanism, for messages (as [`TableLock::describe`] gives it).
+    pub fn describe(&self) -> String {
+        match self.method {
+            ScsiMethod::Reserve6 => {
+                "scsi2 (RESERVE(6)/RELEASE(6) of the LU, lock record at LB 6)".into()
+            }
+            ScsiMethod::Persistent => format!(
+                "pr (persistent reservation type 5 Write Exclusive - Registrants Only, key 0x{:016x}, lock record at LB 6)",
+                self.cfg.key
+            ),
+            ScsiMethod::CompareAndWrite => {
+                "caw (COMPARE AND WRITE of the lock record at LB 6)".into()
+            }
+        }
+    }
+
     /// A lock handle (one per thread).
     pub fn handle(&self) -> Result<ScsiLock, Error> {
         let host = match &self.cfg.user.host_lock {
@@ -308,62 +324,30 @@ impl Config {
         usize::from(self.record_blocks()) * self.lba_size as usize
     }
 
-    /// Executes a command on the shared nexus, retrying unit attentions;
-    /// `Ok(None)` for RESERVATION CONFLICT.
+    /// Executes a command on the shared nexus with [`Config::cmd`]'s
+    /// handling; `Ok(None)` for RESERVATION CONFLICT.
     fn exec(
         &self,
         what: &'static str,
         cdb: &fts_scsi::Cdb,
         mut data: DataBuffer<'_>,
     ) -> Result<Option<fts_scsi::CommandResult>, Error> {
-        let mut t = lock_transport(&self.user.transport);
-        let mut reconnected = false;
-        for _ in 0..8 {
-            let d = match &mut data {
-                DataBuffer::None => DataBuffer::None,
-                DataBuffer::FromDevice(b) => DataBuffer::FromDevice(b),
-                DataBuffer::ToDevice(b) => DataBuffer::ToDevice(b),
-            };
-            let r = match t.execute(cdb, d, CMD_TIMEOUT) {
-                Ok(r) => r,
-                // Reconnect (same ISID) and retry once. This changes the
-                // transport epoch, so a lock held across it reports itself
-                // lost (see `Release for ScsiLock`).
-                Err(e) if e.is_disconnected() && !reconnected => {
-                    reconnected = true;
-                    t.reconnect()
-                        .map_err(|e| scsi_err(&self.location, what, e))?;
-                    continue;
-                }
-                Err(e) => return Err(scsi_err(&self.location, what, e)),
-            };
-            if r.is_unit_attention() {
-                if let Some(sense) = &r.sense {
-                    self.user.transport.note_sense(sense);
-                }
-                continue;
-            }
+        self.cmd(what, |t| {
+            let r = t.execute(cdb, data.reborrow(), CMD_TIMEOUT)?;
             if r.is_reservation_conflict() {
                 return Ok(None);
             }
-            return r
-                .into_result()
-                .map(Some)
-                .map_err(|e| scsi_err(&self.location, what, e));
-        }
-        Err(scsi_err(
-            &self.location,
-            what,
-            fts_scsi::Error::Transport {
-                target: self.location.clone(),
-                opcode: cdb.opcode(),
-                detail: "unit attentions kept coming".into(),
-            },
-        ))
+            // CHECK CONDITION (a unit attention included) becomes an error
+            // here, which `cmd` retries or reports.
+            r.into_result().map(Some)
+        })
     }
 
-    /// Runs a typed command ([`Commands`]) on the shared nexus with the
-    /// same unit-attention and reconnect handling as [`Config::exec`].
+    /// Runs a command on the shared nexus: unit attentions are recorded as
+    /// fence events where they are ([`fts_scsi::Nexus::note_sense`]) and
+    /// retried (up to 8), a dropped connection is re-established once (same
+    /// ISID; the epoch changes, so a lock held across it reports itself
+    /// lost).
     fn cmd<T>(
         &self,
         what: &'static str,
@@ -942,15 +926,7 @@ impl TableLock for ScsiLock {
     }
 
     fn describe(&self) -> String {
-        let c = self.cfg();
-        match self.locks.method {
-            ScsiMethod::Reserve6 => "scsi2 (RESERVE(6)/RELEASE(6) of the LU, lock record at LB 6)".into(),
-            ScsiMethod::Persistent => format!(
-                "pr (persistent reservation type 5 Write Exclusive - Registrants Only, key 0x{:016x}, lock record at LB 6)",
-                c.key
-            ),
-            ScsiMethod::CompareAndWrite => "caw (COMPARE AND WRITE of the lock record at LB 6)".into(),
-        }
+        self.locks.describe()
     }
 }
 

@@ -279,14 +279,9 @@ impl ScsiDevice {
         let mut attentions = 0;
         let mut reconnects = 0;
         loop {
-            let reborrow = match &mut data {
-                DataBuffer::None => DataBuffer::None,
-                DataBuffer::FromDevice(b) => DataBuffer::FromDevice(b),
-                DataBuffer::ToDevice(b) => DataBuffer::ToDevice(b),
-            };
             let outcome = {
                 let mut t = lock_transport(&self.transport);
-                let r = t.execute(cdb, reborrow, self.policy.io_timeout);
+                let r = t.execute(cdb, data.reborrow(), self.policy.io_timeout);
                 if let Err(e) = &r {
                     if e.is_disconnected() && reconnects < 2 {
                         reconnects += 1;

@@ -55,6 +55,15 @@ impl DataBuffer<'_> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The same buffer, borrowed again for one more attempt of a command.
+    pub fn reborrow(&mut self) -> DataBuffer<'_> {
+        match self {
+            DataBuffer::None => DataBuffer::None,
+            DataBuffer::FromDevice(b) => DataBuffer::FromDevice(b),
+            DataBuffer::ToDevice(b) => DataBuffer::ToDevice(b),
+        }
+    }
 }
 
 /// Checks that `data` goes the way `cdb` says. An empty buffer is accepted

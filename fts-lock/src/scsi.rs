@@ -185,9 +185,14 @@ impl ScsiLocks {
     /// The best method the device supports, in the order persistent
     /// reservations, COMPARE AND WRITE, RESERVE(6); and why it was chosen.
     pub fn auto(cfg: ScsiLockConfig) -> Result<(Self, String), Error> {
+        // One READ CAPACITY for all candidates: they differ only in method.
+        let base = Self::unprobed(ScsiMethod::Reserve6, cfg)?;
         let mut skipped = Vec::new();
         for method in [ScsiMethod::Persistent, ScsiMethod::CompareAndWrite] {
-            let locks = Self::unprobed(method, cfg.clone())?;
+            let locks = ScsiLocks {
+                method,
+                ..base.clone()
+            };
             match locks.probe()? {
                 None => {
                     let why = if skipped.is_empty() {
@@ -200,8 +205,7 @@ impl ScsiLocks {
                 Some(reason) => skipped.push(format!("{} unavailable: {reason}", method.kind())),
             }
         }
-        let locks = Self::unprobed(ScsiMethod::Reserve6, cfg)?;
-        Ok((locks, skipped.join("; ")))
+        Ok((base, skipped.join("; ")))
     }
 
     fn unprobed(method: ScsiMethod, user: ScsiLockConfig) -> Result<Self, Error> {

@@ -11,6 +11,15 @@ use crate::exit::{fail, Code};
 /// `/dev/sdX`) through `fts-scsi`, anything else (file, block device)
 /// through `fts-blockdev`.
 pub fn open_device(location: &str, opts: &OpenOptions) -> Result<Box<dyn BlockDevice>> {
+    open_device_and_nexus(location, opts).map(|(dev, _)| dev)
+}
+
+/// Like [`open_device`], also returning the I_T nexus of a SCSI device,
+/// which its lock backend and cache setting must share.
+pub fn open_device_and_nexus(
+    location: &str,
+    opts: &OpenOptions,
+) -> Result<(Box<dyn BlockDevice>, Option<fts_scsi::SharedTransport>)> {
     if fts_scsi::is_scsi_location(location) {
         if opts.create_size.is_some() || opts.block_size.is_some() {
             return Err(fail(
@@ -18,9 +27,13 @@ pub fn open_device(location: &str, opts: &OpenOptions) -> Result<Box<dyn BlockDe
                 format!("{location} is a SCSI device: --size and --block-size apply to files only"),
             ));
         }
-        return Ok(Box::new(crate::scsi::open(location)?));
+        let dev = crate::scsi::open(location)?;
+        let nexus = dev.transport();
+        return Ok((Box::new(dev), Some(nexus)));
     }
-    fts_blockdev::open(location, opts).with_context(|| format!("cannot open device {location}"))
+    let dev = fts_blockdev::open(location, opts)
+        .with_context(|| format!("cannot open device {location}"))?;
+    Ok((dev, None))
 }
 
 /// A master device's layout as read from disk.

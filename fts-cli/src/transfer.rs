@@ -12,7 +12,7 @@ use fts_lock::LockKind;
 use fts_session::{Client, ClientTimeouts, Identity, LockFactory, Shared};
 
 use crate::exit::{fail, Code};
-use crate::layout::open_device;
+use crate::layout::{open_device, open_device_and_nexus};
 use crate::size::human;
 
 /// What every connection command needs.
@@ -57,14 +57,7 @@ impl Ctx {
     /// Opens the device, chooses the lock backend and applies the cache
     /// setting.
     fn open(&self, me: &Identity) -> Result<Opened> {
-        let (dev, transport): (Box<dyn fts_blockdev::BlockDevice>, _) =
-            if fts_scsi::is_scsi_location(&self.device) {
-                let d = crate::scsi::open(&self.device)?;
-                let t = d.transport();
-                (Box::new(d), Some(t))
-            } else {
-                (open_device(&self.device, &self.opts)?, None)
-            };
+        let (dev, transport) = open_device_and_nexus(&self.device, &self.opts)?;
         let shared = Shared::open(dev)
             .with_context(|| format!("{} is not a usable fts device", self.device))?;
         let (locks, what) =

@@ -170,7 +170,6 @@
 use std::fs::{self};
 use std::io;
 use std::net::IpAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -189,8 +188,6 @@ const CONFIGFS_TARGET: &str = "/sys/kernel/config/target";
 const CONFIGFS: &str = "/sys/kernel/config";
 /// Where the kernel target keeps APTPL files when `dbroot` cannot be read.
 const DEFAULT_DBROOT: &str = "/var/target";
-/// Where programs are looked for besides `PATH`.
-const SBIN_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/bin"];
 /// RFC 3720 3.2.6.1: an iSCSI name is at most 223 bytes.
 const MAX_IQN_LEN: usize = 223;
 /// The longest backstore name the rig accepts.
@@ -739,7 +736,7 @@ fn check_portal(ip: &str, port: u16) -> Result<(), String> {
 /// (configfs) and targetcli; this machine has neither: use --target tgt".
 pub fn available() -> Result<(), String> {
     let configfs = configfs_present();
-    let targetcli = find_program("targetcli").is_some();
+    let targetcli = crate::proc::find_program("targetcli").is_some();
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     match unavailable_reason(configfs, targetcli, root) {
@@ -785,19 +782,6 @@ fn configfs_present() -> bool {
         .unwrap_or(false)
 }
 
-/// `name` on `PATH` or in the usual sbin directories, if executable.
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(SBIN_DIRS.iter().map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| {
-            fs::metadata(p)
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
-}
-
 // ---------------------------------------------------------------------------
 // The running target.
 
@@ -834,7 +818,7 @@ impl LioTarget {
     pub fn start(plan: LioPlan) -> Result<LioTarget, Error> {
         plan.validate()?;
         available().map_err(|what| Error::Provision { what })?;
-        let targetcli = find_program("targetcli").ok_or(Error::ProgramNotFound {
+        let targetcli = crate::proc::find_program("targetcli").ok_or(Error::ProgramNotFound {
             program: "targetcli",
             package: "targetcli-fb",
         })?;

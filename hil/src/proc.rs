@@ -184,3 +184,21 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<Opt
         pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
+
+/// Where [`find_program`] looks besides `PATH` (root's tools live in sbin,
+/// which a user's `PATH` may lack).
+const SBIN_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/bin"];
+
+/// `name` on `PATH` or in the usual sbin directories, if executable.
+pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(SBIN_DIRS.iter().map(std::path::PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            std::fs::metadata(p)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}

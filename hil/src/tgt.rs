@@ -44,7 +44,6 @@
 use std::fs::{self, File, OpenOptions};
 use std::net::{IpAddr, TcpListener};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,8 +76,6 @@ const CONTROL_PORTS: std::ops::Range<u16> = 10_000..32_000;
 const IPC_DIR: &str = "/var/run/tgtd";
 /// Prefix of every IQN the rig creates (the `.invalid` domain owns nothing).
 pub const IQN_PREFIX: &str = "iqn.2026-11.invalid.fts-hil";
-/// Directories searched after `PATH` for `tgtd` and `tgtadm`.
-const SBIN_DIRS: [&str; 3] = ["/usr/sbin", "/sbin", "/usr/local/sbin"];
 /// At most this much of the daemon's log goes into error messages.
 const LOG_TAIL: usize = 4096;
 
@@ -223,7 +220,7 @@ pub struct ConnInfo {
 pub fn available() -> Result<(), String> {
     let mut problems = Vec::new();
     for program in ["tgtd", "tgtadm"] {
-        if find_program(program).is_none() {
+        if crate::proc::find_program(program).is_none() {
             problems.push(format!(
                 "`{program}` is not installed (apt-get install tgt)"
             ));
@@ -293,11 +290,11 @@ impl Tgtd {
             .map_err(|_| Error::InvalidArgument {
                 what: format!("portal_addr {:?} is not an IP address", opts.portal_addr),
             })?;
-        let tgtd = find_program("tgtd").ok_or(Error::ProgramNotFound {
+        let tgtd = crate::proc::find_program("tgtd").ok_or(Error::ProgramNotFound {
             program: "tgtd",
             package: "tgt",
         })?;
-        let tgtadm = find_program("tgtadm").ok_or(Error::ProgramNotFound {
+        let tgtadm = crate::proc::find_program("tgtadm").ok_or(Error::ProgramNotFound {
             program: "tgtadm",
             package: "tgt",
         })?;
@@ -996,19 +993,6 @@ fn portal_string(ip: IpAddr, port: u16) -> String {
     }
 }
 
-/// `tgtd`/`tgtadm` on `PATH` or in the usual sbin directories.
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(SBIN_DIRS.iter().map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| {
-            fs::metadata(p)
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
-}
-
 /// Distinct per call within a process and, through the clock, across
 /// processes.
 fn unique_nonce() -> u64 {
@@ -1595,7 +1579,10 @@ Session: 1
             eprintln!("SKIPPED: {test}: {why}");
             return None;
         }
-        Some((find_program("tgtd")?, find_program("tgtadm")?))
+        Some((
+            crate::proc::find_program("tgtd")?,
+            crate::proc::find_program("tgtadm")?,
+        ))
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //!   [`report`]: what each scenario reports and the summary table.
 //! - [`rig`]: the [`Target`] and [`Host`] traits every target and host
 //!   kind implements.
+//! - [`skip`]: how every test that needs a component skips (loudly,
+//!   counted by `cargo xtask ci`) or, under `CI`, fails.
 //!
 //! **Not for**: anything a production fts host runs.
 //!
@@ -36,7 +38,7 @@
 //! ```
 //!
 //! With the environment variable `CI` set, a missing tgt fails the test
-//! instead of skipping it.
+//! instead of skipping it (see [`skip`]).
 #![deny(missing_docs)]
 
 mod error;
@@ -46,6 +48,7 @@ mod proc;
 pub mod report;
 pub mod rig;
 pub mod scenario;
+pub mod skip;
 pub mod tgt;
 pub mod vm;
 

@@ -216,7 +216,8 @@ pub struct ConnInfo {
 ///
 /// Returns why not otherwise. When the environment variable `CI` is set (to
 /// anything) the message says that this must be fixed rather than skipped;
-/// callers outside CI print a loud `SKIPPED: ...` line and return.
+/// tests pass it to [`crate::skip::require`] (as [`start_or_skip`] does),
+/// which skips loudly outside CI and fails under it.
 pub fn available() -> Result<(), String> {
     let mut problems = Vec::new();
     for program in ["tgtd", "tgtadm"] {
@@ -248,24 +249,14 @@ pub fn available() -> Result<(), String> {
 
 /// Starts a [`Tgtd`] with default options for the test `test_name`, or skips.
 ///
-/// When [`available`] fails: outside CI, prints a loud skip banner on
-/// standard error (uncaptured, so `cargo test` shows it) and returns `None` (the caller returns, and the test
-/// passes vacuously); with `CI` set, panics so that the test fails.
+/// When [`available`] fails: outside CI, [`crate::skip::skip`] prints a loud
+/// `SKIPPED` banner on the real standard error (`cargo test` shows it),
+/// records the skip for `cargo xtask ci`'s count, and this returns `None`
+/// (the caller returns); with `CI` set, it panics so that the test fails.
 /// Panics, failing the test, when tgt is available but will not start.
+#[track_caller]
 pub fn start_or_skip(test_name: &str) -> Option<Tgtd> {
-    if let Err(why) = available() {
-        if std::env::var_os("CI").is_some() {
-            panic!("{test_name}: {why}");
-        }
-        // Straight to the stderr handle, not `eprintln!`: the test harness
-        // captures the macros' output of passing tests, and a skip must show.
-        let banner = format!(
-            "\n\
-             ************************************************************\n\
-             SKIPPED: {test_name}: {why}\n\
-             ************************************************************\n\n"
-        );
-        let _ = std::io::Write::write_all(&mut std::io::stderr(), banner.as_bytes());
+    if !crate::skip::require(test_name, available()) {
         return None;
     }
     match Tgtd::start(TgtdOptions::default()) {
@@ -1574,14 +1565,13 @@ Session: 1
 
     /// `(tgtd, tgtadm)` when real-tgt tests can run; see [`available`].
     fn programs_or_skip(test: &str) -> Option<(PathBuf, PathBuf)> {
-        if let Err(why) = available() {
-            assert!(std::env::var_os("CI").is_none(), "{test}: {why}");
-            eprintln!("SKIPPED: {test}: {why}");
+        if !crate::skip::require(test, available()) {
             return None;
         }
+        // available() found both.
         Some((
-            crate::proc::find_program("tgtd")?,
-            crate::proc::find_program("tgtadm")?,
+            crate::proc::find_program("tgtd").expect("tgtd"),
+            crate::proc::find_program("tgtadm").expect("tgtadm"),
         ))
     }
 

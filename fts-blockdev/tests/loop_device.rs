@@ -1,8 +1,10 @@
 //! The file backend on real Linux block devices: loop devices, including one
 //! with 4096-byte logical sectors (an emulated 4Kn disk).
 //!
-//! Needs root and loop-device support; otherwise each test prints a loud
-//! SKIPPED line and passes.
+//! Needs root, `losetup` and loop-device support (and `mkfs.ext4` and
+//! `mount` for the file-system test); otherwise each test skips through
+//! [`hil::skip`]: a SKIPPED banner on the real stderr and a line in the skip
+//! log that `cargo xtask ci` counts, or, with `CI` set, a failure.
 
 // Test helpers outside #[test] fns may panic too.
 #![allow(clippy::unwrap_used)]
@@ -41,7 +43,12 @@ impl LoopDevice {
             .arg(sector_size.to_string())
             .arg(&backing)
             .output()
-            .map_err(|e| format!("cannot run losetup: {e}"))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    "`losetup` is not on PATH (Debian package mount/util-linux)".to_owned()
+                }
+                _ => format!("cannot run losetup: {e}"),
+            })?;
         if !out.status.success() {
             return Err(format!(
                 "losetup failed ({}): {}",
@@ -77,12 +84,12 @@ impl Drop for LoopDevice {
     }
 }
 
-/// Attaches a loop device or prints the loud skip notice.
-fn attach_or_skip(sector_size: u32) -> Option<LoopDevice> {
+/// Attaches a loop device, or skips the test `test` (fails it under CI).
+fn attach_or_skip(test: &str, sector_size: u32) -> Option<LoopDevice> {
     match LoopDevice::attach(sector_size) {
         Ok(l) => Some(l),
-        Err(reason) => {
-            eprintln!("SKIPPED: loop devices unavailable: {reason}");
+        Err(why) => {
+            hil::skip::skip(test, &format!("loop devices unavailable: {why}"));
             None
         }
     }
@@ -106,7 +113,8 @@ fn read_backing(path: &Path, offset: u64, len: usize) -> Vec<u8> {
 #[test]
 #[serial_test::serial]
 fn loop_device_with_4096_byte_sectors() {
-    let Some(lo) = attach_or_skip(4096) else {
+    let test = "loop_device_with_4096_byte_sectors";
+    let Some(lo) = attach_or_skip(test, 4096) else {
         return;
     };
     let mut dev = open(lo.path(), &OpenOptions::default()).unwrap();
@@ -192,7 +200,8 @@ fn loop_device_with_4096_byte_sectors() {
 #[test]
 #[serial_test::serial]
 fn loop_device_with_512_byte_sectors_and_4096_override() {
-    let Some(lo) = attach_or_skip(512) else {
+    let test = "loop_device_with_512_byte_sectors_and_4096_override";
+    let Some(lo) = attach_or_skip(test, 512) else {
         return;
     };
     let mut dev = open(lo.path(), &OpenOptions::default()).unwrap();
@@ -219,7 +228,8 @@ fn loop_device_with_512_byte_sectors_and_4096_override() {
 #[test]
 #[serial_test::serial]
 fn loop_device_smaller_than_create_size_is_refused() {
-    let Some(lo) = attach_or_skip(512) else {
+    let test = "loop_device_smaller_than_create_size_is_refused";
+    let Some(lo) = attach_or_skip(test, 512) else {
         return;
     };
     let opts = OpenOptions {
@@ -280,13 +290,14 @@ impl Drop for Mount {
 #[test]
 #[serial_test::serial]
 fn image_file_on_a_4kn_file_system_needs_4096_byte_blocks() {
-    let Some(lo) = attach_or_skip(4096) else {
+    let test = "image_file_on_a_4kn_file_system_needs_4096_byte_blocks";
+    let Some(lo) = attach_or_skip(test, 4096) else {
         return;
     };
     let mnt = match Mount::ext4(lo.path()) {
         Ok(m) => m,
-        Err(reason) => {
-            eprintln!("SKIPPED: cannot mount ext4 on a loop device: {reason}");
+        Err(why) => {
+            hil::skip::skip(test, &format!("cannot mount ext4 on a loop device: {why}"));
             return;
         }
     };

@@ -151,6 +151,131 @@ fn decode_any(kind: RecordKind, buf: &[u8]) -> Result<(), Error> {
     }
 }
 
+/// The stamp a record's header carries: `index` at bytes 8..12 and
+/// `layout_id` at 16..24, little-endian (FORMAT.md, common header).
+fn header_stamp(buf: &[u8]) -> Stamp {
+    let index = u32::from_le_bytes(buf[8..12].try_into().unwrap());
+    let layout_id = u64::from_le_bytes(buf[16..24].try_into().unwrap());
+    Stamp::new(layout_id, index)
+}
+
+/// Decodes `buf` as `kind`; if that succeeds, re-encodes the value with the
+/// stamp its header carried and decodes that again. `None` when `buf` does
+/// not decode; `Some(Err(..))` when the re-encoded record means something
+/// else (or does not decode).
+fn reencode(kind: RecordKind, buf: &[u8]) -> Option<Result<(), String>> {
+    fn again<T: PartialEq + std::fmt::Debug>(
+        first: T,
+        second: Result<T, Error>,
+    ) -> Result<(), String> {
+        match second {
+            Ok(v) if v == first => Ok(()),
+            Ok(v) => Err(format!("decoded {first:?}, re-encoded and decoded {v:?}")),
+            Err(e) => Err(format!("decoded {first:?}, its re-encoding fails: {e}")),
+        }
+    }
+    let any = Expect::any();
+    let s = header_stamp(buf);
+    let e = Expect::stamp(s);
+    Some(match kind {
+        RecordKind::Mcb => {
+            let v = Mcb::decode(buf).ok()?;
+            let b = v.encode();
+            again(v, Mcb::decode(&b))
+        }
+        RecordKind::Lock => {
+            let v = LockRecord::decode(buf, any).ok()?;
+            let b = v.encode(s);
+            again(v, LockRecord::decode(&b, e))
+        }
+        RecordKind::Sdt => {
+            let v = SdtEntry::decode(buf, any).ok()?;
+            let b = v.encode(s);
+            again(v, SdtEntry::decode(&b, e))
+        }
+        RecordKind::Pid => {
+            let v = PidEntry::decode(buf, any).ok()?;
+            let b = v.encode(s);
+            again(v, PidEntry::decode(&b, e))
+        }
+        RecordKind::Lease => {
+            let v = Lease::decode(buf, any).ok()?;
+            let b = v.encode(s);
+            again(v, Lease::decode(&b, e))
+        }
+        RecordKind::Cmd => {
+            let v = CmdArea::decode(buf, any).ok()?;
+            let b = v.encode(s);
+            again(v, CmdArea::decode(&b, e))
+        }
+        RecordKind::PtrChunk => {
+            let v = PtrChunk::decode(buf, any).ok()?;
+            let b = v.encode(s);
+            again(v, PtrChunk::decode(&b, e))
+        }
+        RecordKind::SegHdr => {
+            let v = SegHeader::decode(buf, any).ok()?;
+            let b = v.encode(s);
+            again(v, SegHeader::decode(&b, e))
+        }
+    })
+}
+
+/// Gives `body` (the first `kind.size()` bytes) a valid header for `kind`
+/// and seals it: magic, version, size and CRC; index and layout id are
+/// whatever the bytes hold.
+fn valid_header(kind: RecordKind, body: &mut Vec<u8>) {
+    let size = kind.size();
+    body.truncate(size);
+    body[..4].copy_from_slice(&kind.magic());
+    body[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    body[6..8].copy_from_slice(&(size as u16).to_le_bytes());
+    let crc = crc32c_record(body, CRC_OFFSET);
+    body[12..16].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A small formatted master (16 MiB, 4 connections, 32-entry rings, one
+/// 16 MiB secondary) as `format` lays it out: the whole control area, LB 0 to the
+/// end of the pointer tables, and the master's size.
+fn formatted_master() -> (Vec<u8>, u64) {
+    static IMAGE: std::sync::OnceLock<(Vec<u8>, u64)> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(format_master).clone()
+}
+
+fn format_master() -> (Vec<u8>, u64) {
+    let geometry = Geometry::compute(&GeometryParams {
+        master_bytes: 16 << 20,
+        secondary_bytes: vec![16 << 20],
+        block_size: 512,
+        segment_bytes: 64 * 1024,
+        max_connections: 4,
+        ring_entries: 32,
+        batch: 8,
+    })
+    .unwrap();
+    let spec = FormatSpec {
+        layout_uuid: Uuid::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677),
+        device_uuids: vec![Uuid::from_u128(0xd0), Uuid::from_u128(0xd1)],
+        time_ns: 1_700_000_000_000_000_000,
+        paths: vec!["/dev/sdb".into(), "/dev/sdc".into()],
+        hw_ids: vec!["naa.6000000000000000".into(), "naa.6000000000000001".into()],
+        lease_timeout_ms: DEFAULT_LEASE_TIMEOUT_MS,
+        lock_timeout_ms: DEFAULT_LOCK_TIMEOUT_MS,
+        io_timeout_ms: DEFAULT_IO_TIMEOUT_MS,
+        heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+        geometry,
+    };
+    let mut control = vec![0u8; spec.geometry.control_end_lb() as usize * LB];
+    for w in format_plan(&spec).into_iter().filter(|w| w.device == 0) {
+        let start = w.lb as usize * LB;
+        control[start..start + w.data.len()].copy_from_slice(&w.data);
+    }
+    (control, spec.geometry.devices[0].device_bytes)
+}
+
+/// The byte range of the master MCB record in the control area.
+const MCB_RECORD: std::ops::Range<usize> = MCB_LB as usize * LB..MCB_LB as usize * LB + RECORD_SIZE;
+
 /// An encoded record of each kind, from the strategies.
 fn any_encoded() -> impl Strategy<Value = (RecordKind, Vec<u8>)> {
     prop_oneof![
@@ -206,13 +331,18 @@ proptest! {
         prop_assert_eq!(SegHeader::decode(&r.encode(s), Expect::stamp(s)).unwrap(), r);
     }
 
-    /// Decoders never panic on arbitrary bytes, of any length.
+    /// Decoders never panic on arbitrary bytes, of any length; fewer bytes
+    /// than LB 0-5 are not a master to check, and say how much to read.
     #[test]
     fn decoders_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..600)) {
         for kind in RecordKind::ALL {
             let _ = decode_any(kind, &buf);
         }
-        let _ = check::check_master(&buf, buf.len() as u64);
+        let got = buf.len();
+        prop_assert_eq!(
+            check::check_master(&buf, got as u64).map(drop),
+            Err(Error::Truncated { kind: RecordKind::Mcb, need: 6 * LB, got })
+        );
     }
 
     /// Arbitrary bytes behind a valid header and CRC: the field checks never
@@ -220,14 +350,70 @@ proptest! {
     #[test]
     fn decoders_never_panic_past_the_crc(kind_i in 0usize..8, mut body in proptest::collection::vec(any::<u8>(), 512)) {
         let kind = RecordKind::ALL[kind_i];
-        let size = kind.size();
-        body.truncate(size);
-        body[..4].copy_from_slice(&kind.magic());
-        body[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        body[6..8].copy_from_slice(&(size as u16).to_le_bytes());
-        let crc = crc32c_record(&body, CRC_OFFSET);
-        body[12..16].copy_from_slice(&crc.to_le_bytes());
-        let _ = decode_any(kind, &body);
+        valid_header(kind, &mut body);
+        if let Some(round_trip) = reencode(kind, &body) {
+            prop_assert!(round_trip.is_ok(), "{}: {:?}", kind, round_trip);
+        }
+    }
+
+    /// A valid record with some bytes past its header overwritten (and the
+    /// CRC resealed) either is refused or re-encodes to the same meaning.
+    #[test]
+    fn damaged_valid_records_round_trip_or_are_refused(
+        (kind, mut rec) in any_encoded(),
+        edits in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        for (at, byte) in edits {
+            let i = HEADER_SIZE + at.index(rec.len() - HEADER_SIZE);
+            rec[i] = byte;
+        }
+        valid_header(kind, &mut rec);
+        if let Some(round_trip) = reencode(kind, &rec) {
+            prop_assert!(round_trip.is_ok(), "{}: {:?}", kind, round_trip);
+        }
+    }
+
+    /// `check_master` on a whole formatted control area with bytes
+    /// overwritten anywhere past the MCB never panics and, the MCB being
+    /// intact, always gives a report rather than an error.
+    #[test]
+    fn check_master_reports_damage_past_the_mcb(
+        edits in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 1..64),
+    ) {
+        let (mut control, device_bytes) = formatted_master();
+        let len = control.len();
+        for (at, byte) in edits {
+            let mut i = at.index(len - RECORD_SIZE);
+            if i >= MCB_RECORD.start {
+                i += RECORD_SIZE; // skip the MCB record itself
+            }
+            control[i] = byte;
+        }
+        let checked = check::check_master(&control, device_bytes);
+        prop_assert!(checked.is_ok(), "{:?}", checked.map(drop));
+    }
+
+    /// `check_master` on a whole control area whose MCB is any valid MCB
+    /// (including nonsense geometry) never panics.
+    #[test]
+    fn check_master_never_panics_on_any_mcb(m in mcb()) {
+        let (mut control, device_bytes) = formatted_master();
+        control[MCB_RECORD].copy_from_slice(&m.encode());
+        let _ = check::check_master(&control, device_bytes);
+    }
+
+    /// A control area cut short past LB 5 is Truncated, and `need` is the
+    /// whole control area (the second read the module docs describe).
+    #[test]
+    fn check_master_asks_for_the_whole_control_area(cut in any::<proptest::sample::Index>()) {
+        let (control, device_bytes) = formatted_master();
+        let len = control.len();
+        let got = 6 * LB + cut.index(len - 6 * LB);
+        let err = check::check_master(&control[..got], device_bytes).map(drop).unwrap_err();
+        prop_assert!(
+            matches!(err, Error::Truncated { need, got: g, .. } if need == len && g == got),
+            "{:?}", err
+        );
     }
 
     /// Every single-bit flip of every encoded record is detected.
@@ -243,6 +429,25 @@ proptest! {
             "bit {bit} of {kind}: {err}"
         );
     }
+}
+
+/// The image the property tests damage is one `check_master` accepts
+/// whole, and one changed byte in it is found where it is.
+#[test]
+fn check_master_on_a_whole_formatted_image() {
+    let (control, device_bytes) = formatted_master();
+    let (mcb, sdt, problems) = check::check_master(&control, device_bytes).unwrap();
+    assert_eq!(problems, vec![]);
+    assert_eq!(mcb.blk5_id, DeviceRole::Master);
+    assert_eq!((mcb.blk5_max_connections, mcb.blk5_maxptr), (4, 32));
+    assert_eq!(sdt.len(), 2);
+    let mut bad = control.clone();
+    // Process Id Table entry 2 is LB 8 + 3.
+    bad[(PIT_LB as usize + 3) * LB + 100] ^= 1;
+    let problems = check::check_master(&bad, device_bytes).unwrap().2;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].record, "Process Id Table entry 2");
+    assert_eq!(problems[0].lb, PIT_LB + 3);
 }
 
 #[test]

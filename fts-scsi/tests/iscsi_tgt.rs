@@ -1,8 +1,9 @@
 //! `IscsiTransport` against a real tgtd (Linux SCSI target framework), as
 //! several initiators would see one shared LUN.
 //!
-//! Each test starts its own tgtd through `hil::tgt` (and is skipped, with a
-//! message, where tgtd cannot run). Only raw `Transport::execute` with the
+//! Each test starts its own tgtd through `hil::tgt`; where tgtd cannot run
+//! (not installed, not root) it skips through `hil::skip` (a SKIPPED banner,
+//! counted by `cargo xtask ci`), or fails with `CI` set. Only raw `Transport::execute` with the
 //! `fts_scsi::cdb` builders and the response decoders is used, so these tests
 //! pin down both the transport and what tgt actually does; the comments
 //! marked "tgt:" record target behaviour measured here (tgt 1.0.85, libiscsi
@@ -154,12 +155,12 @@ fn raw_commands_round_trip() {
     assert_eq!(a.initiator(), format!("{} (isid {isid})", iqn("a")));
     // tgt: a new nexus starts with UNIT ATTENTION 29/00, which connect()
     // consumes and reports.
+    let uas = a.login_unit_attentions();
+    assert!(!uas.is_empty(), "no unit attention at login");
     assert!(
-        a.login_unit_attentions()
-            .iter()
+        uas.iter()
             .all(|s| s.is(SenseKey::UnitAttention, 0x29, 0x00)),
-        "{:?}",
-        a.login_unit_attentions()
+        "{uas:?}"
     );
     assert_status(&tur(&mut a), ScsiStatus::Good, "TUR after login");
 

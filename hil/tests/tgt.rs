@@ -1,8 +1,9 @@
 //! The tgt harness against a real `tgtd`.
 //!
 //! Every test starts its own daemon(s) on their own ports, so they run in
-//! parallel. Without tgt or root they print a SKIPPED banner and pass,
-//! unless `CI` is set.
+//! parallel. Without tgt or root they skip through [`hil::skip`] (a SKIPPED
+//! banner on the real stderr, counted by `cargo xtask ci`), or fail with
+//! `CI` set.
 //!
 //! Sessions come from [`MiniInitiator`], a few dozen lines of iSCSI (login
 //! straight to full feature phase, SCSI commands with immediate data) so
@@ -39,8 +40,8 @@ fn assert_portal_closed(portal: &str) {
     }
 }
 
-/// Starts a second daemon for tests that need one, or skips (the first
-/// [`hil::start_or_skip`] already decided).
+/// Starts a second daemon for tests that need one (the first
+/// [`hil::start_or_skip`] already decided whether tgt can run), or fails.
 fn start() -> Tgtd {
     Tgtd::start(TgtdOptions::default()).expect("start tgtd")
 }
@@ -587,8 +588,8 @@ fn ipv6_portal() {
         return;
     };
     drop(first);
-    if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("SKIPPED: ipv6_portal: no IPv6 loopback");
+    if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
+        hil::skip::skip("ipv6_portal", &format!("no IPv6 loopback ([::1]): {e}"));
         return;
     }
     let mut tgtd = Tgtd::start(TgtdOptions {
@@ -661,6 +662,15 @@ fn tgt_target_resets_through_the_trait() {
             .expect("open backing");
         f.write_all(&[7u8; 4096]).expect("write backing");
     }
+    // PR state to clear: a registered key.
+    let mut s = MiniInitiator::login(
+        &tgtd.portal(),
+        "iqn.2026-11.invalid.test:trait",
+        &lun.iqn,
+        1,
+    );
+    assert_eq!(s.register(0xb2), GOOD);
+    assert_eq!(s.read_keys(), vec![0xb2]);
     let mut target: Box<dyn hil::Target> = Box::new(hil::TgtTarget {
         tgtd,
         lun: lun.clone(),
@@ -668,6 +678,8 @@ fn tgt_target_resets_through_the_trait() {
     assert_eq!(target.kind(), "tgt");
     assert_eq!(target.url(), lun.url);
     target.reset_lun().expect("reset through the trait");
+    // The session survives (after a unit attention); the registration does not.
+    assert_eq!(s.read_keys(), Vec::<u64>::new());
     let data = std::fs::read(&lun.backing).expect("read backing");
     assert_eq!(data.len(), 1 << 20, "the LU keeps its size");
     assert_eq!(&data[..4096], &[7u8; 4096][..]);

@@ -1,6 +1,10 @@
-//! The LIO target's plan: golden `targetcli` command lists, teardown,
-//! validation, and what happens on a machine without LIO (like this one).
+//! The LIO target's plan: golden `targetcli` command lists (written by
+//! hand, not taken from the plan), teardown, validation, and `start`: on a
+//! machine without LIO (like the development machines and CI) it must fail
+//! clearly before running anything; where LIO can run it must export the
+//! LUN for real and tear it down again.
 
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -63,71 +67,88 @@ fn lines(cmds: &[Vec<String>]) -> Vec<String> {
         .collect()
 }
 
-fn serial(plan: &LioPlan) -> String {
-    plan.unit_serial()
-}
+/// The unit serial of [`fileio_plan`]: FNV-1a (offset basis
+/// 0xcbf29ce484222325, prime 0x100000001b3) over the target IQN and the
+/// backstore name, each followed by a NUL, as the module docs describe,
+/// computed outside the crate.
+const FILEIO_WWN: &str = "ab4f1d18-1470-586d-bd77-c67a196a1b70";
+/// The unit serial of [`block_plan`], computed the same way.
+const BLOCK_WWN: &str = "bbd5b3a7-b1fe-2806-9910-9456395aa81e";
+
+// The goldens below are written out by hand from the targetcli-fb 2.1.53 /
+// rtslib-fb 2.1.75 command syntax the module docs of `hil::lio` cite
+// (`UIFileIOBackstore.ui_command_create(name, file_or_dev, size,
+// write_back, sparse, wwn)`, `UIBlockBackstore.ui_command_create(name,
+// dev, readonly, wwn)`, `set attribute k=v...`, `UIFabricModule.
+// ui_command_create(wwn)`, `UIPortals.ui_command_create(ip_address,
+// ip_port)`, `UILUNs.ui_command_create(storage_object, lun,
+// add_mapped_luns)`, `UINodeACLs.ui_command_create(wwn, add_mapped_luns)`,
+// `UINodeACL.ui_command_create(mapped_lun, tpg_lun_or_backstore,
+// write_protect)`, `UITPG.ui_command_enable`, `delete`), not derived from
+// the plan's own output.
 
 #[test]
 fn fileio_plan_with_three_initiators_is_golden() {
     let plan = fileio_plan();
     plan.validate().expect("valid");
-    let wwn = serial(&plan);
-    let tpg = format!("/iscsi/{TARGET}/tpg1");
-    let mut want = vec![
-        "set global auto_add_mapped_luns=false auto_add_default_portal=false auto_enable_tpgt=false auto_save_on_exit=false".to_string(),
-        format!("/backstores/fileio create name=fts-hil-4242 file_or_dev=/var/tmp/fts-hil/lun.img size=67108864 write_back=true wwn={wwn}"),
-        "/backstores/fileio/fts-hil-4242 set attribute block_size=4096 emulate_caw=1 emulate_fua_write=1 emulate_tpu=0".to_string(),
-        format!("/iscsi create {TARGET}"),
-        format!("{tpg} set attribute authentication=0 generate_node_acls=0 demo_mode_write_protect=0 prod_mode_write_protect=0"),
-        format!("{tpg}/portals create 10.0.0.1 3260"),
-        format!("{tpg}/luns create /backstores/fileio/fts-hil-4242 lun=0 add_mapped_luns=false"),
+    let want = [
+        "set global auto_add_mapped_luns=false auto_add_default_portal=false auto_enable_tpgt=false auto_save_on_exit=false",
+        "/backstores/fileio create name=fts-hil-4242 file_or_dev=/var/tmp/fts-hil/lun.img size=67108864 write_back=true wwn=ab4f1d18-1470-586d-bd77-c67a196a1b70",
+        "/backstores/fileio/fts-hil-4242 set attribute block_size=4096 emulate_caw=1 emulate_fua_write=1 emulate_tpu=0",
+        "/iscsi create iqn.2026-11.invalid.fts-hil:lio-4242",
+        "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1 set attribute authentication=0 generate_node_acls=0 demo_mode_write_protect=0 prod_mode_write_protect=0",
+        "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1/portals create 10.0.0.1 3260",
+        "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1/luns create /backstores/fileio/fts-hil-4242 lun=0 add_mapped_luns=false",
+        "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1/acls create iqn.2026-11.invalid.fts-hil:host-a add_mapped_luns=false",
+        "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1/acls/iqn.2026-11.invalid.fts-hil:host-a create mapped_lun=0 tpg_lun_or_backstore=lun0 write_protect=0",
+        "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1/acls create iqn.2026-11.invalid.fts-hil:host-b add_mapped_luns=false",
+        "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1/acls/iqn.2026-11.invalid.fts-hil:host-b create mapped_lun=0 tpg_lun_or_backstore=lun0 write_protect=0",
+        "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1/acls create iqn.1993-08.org.debian:01:c0ffee add_mapped_luns=false",
+        "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1/acls/iqn.1993-08.org.debian:01:c0ffee create mapped_lun=0 tpg_lun_or_backstore=lun0 write_protect=0",
+        "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1 enable",
     ];
-    for host in [HOST_A, HOST_B, HOST_C] {
-        want.push(format!("{tpg}/acls create {host} add_mapped_luns=false"));
-        want.push(format!(
-            "{tpg}/acls/{host} create mapped_lun=0 tpg_lun_or_backstore=lun0 write_protect=0"
-        ));
-    }
-    want.push(format!("{tpg} enable"));
     assert_eq!(lines(&plan.setup_commands()), want);
-
     assert_eq!(
         lines(&plan.teardown_commands()),
-        vec![
-            format!("/iscsi delete {TARGET}"),
-            "/backstores/fileio delete fts-hil-4242".to_string(),
+        [
+            "/iscsi delete iqn.2026-11.invalid.fts-hil:lio-4242",
+            "/backstores/fileio delete fts-hil-4242",
         ]
     );
-    assert_eq!(plan.url(), format!("iscsi://10.0.0.1:3260/{TARGET}/0"));
+    assert_eq!(
+        plan.url(),
+        "iscsi://10.0.0.1:3260/iqn.2026-11.invalid.fts-hil:lio-4242/0"
+    );
 }
 
 #[test]
 fn block_plan_is_golden() {
     let plan = block_plan();
     plan.validate().expect("valid");
-    let wwn = serial(&plan);
-    let tpg = format!("/iscsi/{TARGET}/tpg1");
-    let want = vec![
-        "set global auto_add_mapped_luns=false auto_add_default_portal=false auto_enable_tpgt=false auto_save_on_exit=false".to_string(),
-        format!("/backstores/block create name=fts_blk-1 dev=/dev/loop7 readonly=false wwn={wwn}"),
-        "/backstores/block/fts_blk-1 set attribute block_size=512 emulate_caw=1 emulate_fua_write=0 emulate_tpu=0".to_string(),
-        format!("/iscsi create {TARGET}"),
-        format!("{tpg} set attribute authentication=0 generate_node_acls=0 demo_mode_write_protect=0 prod_mode_write_protect=0"),
-        format!("{tpg}/portals create ::1 3261"),
-        format!("{tpg}/luns create /backstores/block/fts_blk-1 lun=0 add_mapped_luns=false"),
-        format!("{tpg}/acls create {HOST_A} add_mapped_luns=false"),
-        format!("{tpg}/acls/{HOST_A} create mapped_lun=0 tpg_lun_or_backstore=lun0 write_protect=0"),
-        format!("{tpg} enable"),
+    let want = [
+        "set global auto_add_mapped_luns=false auto_add_default_portal=false auto_enable_tpgt=false auto_save_on_exit=false",
+        "/backstores/block create name=fts_blk-1 dev=/dev/loop7 readonly=false wwn=bbd5b3a7-b1fe-2806-9910-9456395aa81e",
+        "/backstores/block/fts_blk-1 set attribute block_size=512 emulate_caw=1 emulate_fua_write=0 emulate_tpu=0",
+        "/iscsi create iqn.2026-11.invalid.fts-hil:lio-4242",
+        "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1 set attribute authentication=0 generate_node_acls=0 demo_mode_write_protect=0 prod_mode_write_protect=0",
+        "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1/portals create ::1 3261",
+        "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1/luns create /backstores/block/fts_blk-1 lun=0 add_mapped_luns=false",
+        "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1/acls create iqn.2026-11.invalid.fts-hil:host-a add_mapped_luns=false",
+        "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1/acls/iqn.2026-11.invalid.fts-hil:host-a create mapped_lun=0 tpg_lun_or_backstore=lun0 write_protect=0",
+        "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1 enable",
     ];
     assert_eq!(lines(&plan.setup_commands()), want);
     assert_eq!(
         lines(&plan.teardown_commands()),
-        vec![
-            format!("/iscsi delete {TARGET}"),
-            "/backstores/block delete fts_blk-1".to_string(),
+        [
+            "/iscsi delete iqn.2026-11.invalid.fts-hil:lio-4242",
+            "/backstores/block delete fts_blk-1",
         ]
     );
-    assert_eq!(plan.url(), format!("iscsi://[::1]:3261/{TARGET}/0"));
+    assert_eq!(
+        plan.url(),
+        "iscsi://[::1]:3261/iqn.2026-11.invalid.fts-hil:lio-4242/0"
+    );
 }
 
 #[test]
@@ -195,35 +216,43 @@ fn teardown_deletes_exactly_what_setup_created() {
     }
 }
 
+/// Delete the storage object (which frees its PR state with the device),
+/// then re-create it with the same unit serial and attributes, LUN 0 and
+/// every initiator's mapped LUN; target, TPG attributes, portal and ACLs
+/// stay (see "Resetting the LUN" in the module docs).
 #[test]
 fn reset_recreates_the_storage_object_and_its_mappings() {
     let plan = fileio_plan();
-    let setup = plan.setup_commands();
-    let reset = plan.reset_commands();
     assert_eq!(
-        reset[0],
-        plan.teardown_commands()[1],
-        "first: delete the storage object"
+        lines(&plan.reset_commands()),
+        [
+            "/backstores/fileio delete fts-hil-4242",
+            "/backstores/fileio create name=fts-hil-4242 file_or_dev=/var/tmp/fts-hil/lun.img size=67108864 write_back=true wwn=ab4f1d18-1470-586d-bd77-c67a196a1b70",
+            "/backstores/fileio/fts-hil-4242 set attribute block_size=4096 emulate_caw=1 emulate_fua_write=1 emulate_tpu=0",
+            "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1/luns create /backstores/fileio/fts-hil-4242 lun=0 add_mapped_luns=false",
+            "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1/acls/iqn.2026-11.invalid.fts-hil:host-a create mapped_lun=0 tpg_lun_or_backstore=lun0 write_protect=0",
+            "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1/acls/iqn.2026-11.invalid.fts-hil:host-b create mapped_lun=0 tpg_lun_or_backstore=lun0 write_protect=0",
+            "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1/acls/iqn.1993-08.org.debian:01:c0ffee create mapped_lun=0 tpg_lun_or_backstore=lun0 write_protect=0",
+        ]
     );
-    // Then the same creation (same unit serial), attributes, LUN and mapped
-    // LUNs as the setup, in the setup's order; no target, ACL or portal.
-    let expected: Vec<Vec<String>> = setup
-        .iter()
-        .filter(|a| {
-            a[1].starts_with("/backstores/")
-                || a[1].ends_with("/luns")
-                || (a[1].contains("/acls/") && a[2] == "create")
-        })
-        .cloned()
-        .collect();
-    assert_eq!(reset[1..].to_vec(), expected);
-    assert_eq!(reset.len(), 1 + 2 + 1 + 3);
+    assert_eq!(
+        lines(&block_plan().reset_commands()),
+        [
+            "/backstores/block delete fts_blk-1",
+            "/backstores/block create name=fts_blk-1 dev=/dev/loop7 readonly=false wwn=bbd5b3a7-b1fe-2806-9910-9456395aa81e",
+            "/backstores/block/fts_blk-1 set attribute block_size=512 emulate_caw=1 emulate_fua_write=0 emulate_tpu=0",
+            "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1/luns create /backstores/block/fts_blk-1 lun=0 add_mapped_luns=false",
+            "/iscsi/iqn.2026-11.invalid.fts-hil:lio-4242/tpg1/acls/iqn.2026-11.invalid.fts-hil:host-a create mapped_lun=0 tpg_lun_or_backstore=lun0 write_protect=0",
+        ]
+    );
 }
 
 #[test]
 fn unit_serial_is_stable_uuid_shaped_and_distinct() {
     let a = fileio_plan();
     let s = a.unit_serial();
+    assert_eq!(s, FILEIO_WWN);
+    assert_eq!(block_plan().unit_serial(), BLOCK_WWN);
     assert_eq!(s, a.clone().unit_serial());
     assert_eq!(s.len(), 36, "{s}");
     for (i, c) in s.chars().enumerate() {
@@ -556,64 +585,138 @@ fn unavailable_reasons_name_what_is_missing() {
     assert_eq!(lio::unavailable_reason(true, true, true), None);
 }
 
-fn no_configfs_here() -> bool {
-    !Path::new("/sys/kernel/config").exists()
+/// What this machine has, found without `hil::lio`: configfs (mounted,
+/// or a file system the kernel knows), `targetcli` (on `PATH` or in the
+/// sbin directories), and root.
+fn machine() -> (bool, bool, bool) {
+    let configfs = Path::new("/sys/kernel/config").is_dir()
+        || std::fs::read_to_string("/proc/filesystems").is_ok_and(|t| {
+            t.lines()
+                .any(|l| l.split_whitespace().last() == Some("configfs"))
+        });
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let targetcli = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .any(|d| d.join("targetcli").is_file());
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n");
+    (configfs, targetcli, root)
 }
 
 #[test]
-fn available_here_explains_configfs() {
+fn available_here_agrees_with_the_machine() {
+    let (configfs, targetcli, root) = machine();
     let result = lio::available();
-    if no_configfs_here() {
+    assert_eq!(
+        result.clone().err(),
+        lio::unavailable_reason(configfs, targetcli, root),
+        "configfs {configfs}, targetcli {targetcli}, root {root}"
+    );
+    if !configfs {
         let why = result.expect_err("no configfs here, so no LIO");
         assert!(why.contains("configfs"), "{why}");
         assert!(why.contains("use --target tgt"), "{why}");
-    } else {
-        eprintln!("NOTE: this machine has /sys/kernel config; lio::available() = {result:?}");
     }
 }
 
+/// A TCP port nothing listens on right now.
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local address").port()
+}
+
+/// Without LIO, `start` fails with `available()`'s message before running
+/// anything; with LIO (configfs, targetcli, root), it exports the LUN for
+/// real and `stop` removes exactly that again.
 #[test]
-fn start_here_fails_clearly_without_running_anything() {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn start_fails_clearly_without_lio_and_exports_the_lun_with_it() {
+    // tempfile's names are letters and digits: a path the plan accepts.
+    let dir = tempfile::Builder::new()
+        .prefix("fts-lio-")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
     let path = dir.path().join("lun.img");
-    if path
-        .to_str()
-        .is_some_and(|s| s.contains(|c: char| !(c.is_ascii_alphanumeric() || "/._-".contains(c))))
-    {
-        eprintln!(
-            "SKIPPED: temp dir {} has characters a plan refuses",
-            dir.path().display()
-        );
-        return;
-    }
-    let mut plan = fileio_plan();
-    plan.backstore = Backstore::FileIo {
-        path: path.clone(),
-        size_bytes: 1 << 20,
-    };
-    let Err(why) = lio::available() else {
-        eprintln!("SKIPPED: LIO is available here; this test is for machines without it");
-        return;
-    };
-    let started = Instant::now();
-    match LioTarget::start(plan) {
-        Ok(_) => panic!("LioTarget::start succeeded where available() says: {why}"),
-        Err(Error::Provision { what }) => {
-            assert_eq!(what, why);
-            assert!(
-                what.contains("LIO needs /sys/kernel/config (configfs) and targetcli"),
-                "{what}"
+    let mut plan = LioPlan::new(
+        Backstore::FileIo {
+            path: path.clone(),
+            size_bytes: 1 << 20,
+        },
+        vec![HOST_A.into()],
+    );
+    plan.portal = ("127.0.0.1".to_string(), free_port());
+    plan.validate().expect("a valid plan");
+    match lio::available() {
+        Err(why) => {
+            let started = Instant::now();
+            match LioTarget::start(plan) {
+                Ok(_) => panic!("LioTarget::start succeeded where available() says: {why}"),
+                Err(Error::Provision { what }) => {
+                    assert_eq!(what, why);
+                    assert!(
+                        what.contains("LIO needs /sys/kernel/config (configfs) and targetcli")
+                            || what.contains("LIO needs root"),
+                        "{what}"
+                    );
+                }
+                Err(e) => panic!("expected Error::Provision, got {e:?}"),
+            }
+            assert!(started.elapsed() < Duration::from_secs(5));
+            assert!(!path.exists(), "start must not create the backing file");
+            assert_eq!(
+                std::fs::read_dir(dir.path()).expect("read tempdir").count(),
+                0,
+                "start must leave nothing behind"
             );
         }
-        Err(e) => panic!("expected Error::Provision, got {e:?}"),
+        Ok(()) => exports_for_real(plan, &path),
     }
-    assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(!path.exists(), "start must not create the backing file");
-    assert_eq!(
-        std::fs::read_dir(dir.path()).expect("read tempdir").count(),
-        0,
-        "start must leave nothing behind"
+}
+
+/// The LIO branch: what `start` made is in configfs, the portal listens,
+/// and `stop` deletes the target, the storage object and the backing file.
+fn exports_for_real(plan: LioPlan, path: &Path) {
+    let port = plan.portal.1;
+    let lio = LioTarget::start(plan.clone()).expect("LIO is available here, so start must work");
+    let target = Path::new("/sys/kernel/config/target/iscsi").join(&plan.target_iqn);
+    let tpg = target.join("tpgt_1");
+    let enabled = std::fs::read_to_string(tpg.join("enable")).expect("tpgt_1/enable");
+    assert_eq!(enabled.trim(), "1", "the TPG is enabled");
+    assert!(tpg.join("lun/lun_0").is_dir(), "LUN 0 exists");
+    assert!(
+        tpg.join("acls").join(HOST_A).join("lun_0").is_dir(),
+        "{HOST_A} has mapped LUN 0"
     );
+    assert!(
+        tpg.join("np").join(format!("127.0.0.1:{port}")).is_dir(),
+        "the one portal exists"
+    );
+    let storage_objects = || -> Vec<PathBuf> {
+        std::fs::read_dir("/sys/kernel/config/target/core")
+            .map(|hbas| {
+                hbas.filter_map(Result::ok)
+                    .map(|hba| hba.path().join(&plan.backstore_name))
+                    .filter(|so| so.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(storage_objects().len(), 1, "one storage object");
+    assert_eq!(
+        std::fs::metadata(path).expect("backing file").len(),
+        1 << 20,
+        "targetcli created the backing file with the plan's size"
+    );
+    TcpStream::connect(("127.0.0.1", port)).expect("the portal listens");
+    lio.stop().expect("a clean teardown");
+    assert!(!target.exists(), "the target is gone");
+    assert_eq!(
+        storage_objects(),
+        Vec::<PathBuf>::new(),
+        "the storage object is gone"
+    );
+    assert!(!path.exists(), "the backing file start created is removed");
 }
 
 #[test]

@@ -1,15 +1,13 @@
 //! The VM rig: pure checks of what it generates (initramfs, `/init`, qemu
-//! command line, table checks), and one end-to-end run that boots two qemu
-//! guests on a real tgtd and runs scenario all-pairs.
+//! command line, table checks).
 //!
-//! The end-to-end test prints a SKIPPED banner and passes where qemu,
-//! qemu-block-extra, busybox-static, tgt or root are missing, unless `CI`
-//! is set. Knobs for working on the rig: `FTS_HIL_VM_SCENARIOS=all-pairs,contention,holder-crash`
-//! (default `all-pairs`), `FTS_HIL_VM_HOSTS=3` (default 2), `FTS_HIL_KEEP=1`
-//! (keep initramfs images and console logs; the path is printed).
+//! The end-to-end run (qemu guests on a real tgtd running the scenarios,
+//! every report asserted to pass) is the `hil --vm` step of `cargo xtask
+//! ci`, `cargo xtask hil --vm [--hosts N] [--scenario NAME]... [--keep]`,
+//! so that it honours that step's switches (`--quick`, `FTS_CI_HIL=0`,
+//! `FTS_CI_HIL_VM=0`) instead of repeating it inside `cargo test`.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 use hil::vm::cpio::{self, mode, Newc};
 use hil::vm::init::{self, InitConfig, Marker};
@@ -265,45 +263,4 @@ fn elf_check_tells_static_from_dynamic() {
     let junk = dir.path().join("junk");
     std::fs::write(&junk, b"#!/bin/sh\n").unwrap();
     assert!(vm::elf_is_static(&junk).is_err());
-}
-
-/// Boots two guests on a real tgtd and runs all-pairs.
-#[test]
-fn two_guests_run_all_pairs() {
-    let test = "two_guests_run_all_pairs";
-    if let Err(why) = vm::available() {
-        if std::env::var_os("CI").is_some() {
-            panic!("{test}: {why}");
-        }
-        let banner = format!(
-            "\n\
-             ************************************************************\n\
-             SKIPPED: {test}: {why}\n\
-             ************************************************************\n\n"
-        );
-        let _ = std::io::Write::write_all(&mut std::io::stderr(), banner.as_bytes());
-        return;
-    }
-    let root = vm::workspace_root();
-    let t = Instant::now();
-    let host_fts = vm::build_host_fts(&root).expect("build the host fts");
-    let guest_fts = vm::build_static_fts(&root).expect("build the static fts");
-    eprintln!("{test}: fts builds took {:.1?}", t.elapsed());
-    let mut opts = vm::VmOptions::new(host_fts, guest_fts);
-    opts.keep = std::env::var_os("FTS_HIL_KEEP").is_some();
-    if let Ok(h) = std::env::var("FTS_HIL_VM_HOSTS") {
-        opts.hosts = h.parse().expect("FTS_HIL_VM_HOSTS is a number");
-    }
-    opts.boot_timeout = Duration::from_secs(90);
-    let scenarios: Vec<String> = std::env::var("FTS_HIL_VM_SCENARIOS")
-        .map(|s| s.split(',').map(str::to_owned).collect())
-        .unwrap_or_else(|_| vec!["all-pairs".to_owned()]);
-    let scenarios: Vec<&str> = scenarios.iter().map(String::as_str).collect();
-    let t = Instant::now();
-    let reports = vm::run(&opts, &scenarios).expect("the VM rig runs");
-    eprintln!("{test}: rig took {:.1?}", t.elapsed());
-    assert_eq!(reports.len(), scenarios.len());
-    for r in &reports {
-        assert!(r.passed(), "{r}");
-    }
 }

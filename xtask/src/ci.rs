@@ -2,8 +2,17 @@
 //! setup, fmt, clippy, tests, doctests, fuzz, the multi-host rig on
 //! namespaces and on VMs (`FTS_CI_HIL=0` / `FTS_CI_HIL_VM=0` skip them).
 //! `.ci/run` runs exactly this.
+//!
+//! Tests that need a component the machine lacks skip through `hil::skip`
+//! and record themselves in a skip log; the test steps get a fresh one
+//! (`FTS_SKIP_LOG`), and the run ends with the number of skipped tests and
+//! their reasons. With `CI` set a skip is already a test failure, and any
+//! skip still recorded fails the run.
 
-use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+
+use ::hil::skip::Skipped;
+use anyhow::{bail, Context, Result};
 
 use crate::{fuzz, hil, setup, util};
 
@@ -15,13 +24,75 @@ pub fn cmd(args: &[String]) -> Result<()> {
             other => bail!("ci: unknown argument `{other}` (expected --quick)"),
         }
     }
+    let skip_log = fresh_skip_log()?;
     let mut steps = util::Steps::new();
-    let res = run_steps(&mut steps, quick);
+    let res = run_steps(&mut steps, quick, &skip_log);
     steps.summary();
-    res
+    eprintln!();
+    eprintln!("==> skipped tests");
+    let verdict = match ::hil::skip::read_log(&skip_log) {
+        Ok(skips) => {
+            let (text, verdict) = skipped_tests(&skips, ::hil::skip::in_ci());
+            eprint!("{text}");
+            verdict
+        }
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "cannot count the skipped tests: reading {}",
+                skip_log.display()
+            )
+        }),
+    };
+    // A failed step is the first thing to report.
+    res.and(verdict)
 }
 
-fn run_steps(steps: &mut util::Steps, quick: bool) -> Result<()> {
+/// `target/ci-skipped-tests.log`, emptied.
+fn fresh_skip_log() -> Result<PathBuf> {
+    let log = util::target_dir().join("ci-skipped-tests.log");
+    match std::fs::remove_file(&log) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("emptying the skip log {}", log.display()))
+        }
+    }
+    Ok(log)
+}
+
+/// The end of the run: "N tests skipped" and one line per skip; an error
+/// when any test skipped while `CI` is set (`ci`).
+fn skipped_tests(skips: &[Skipped], ci: bool) -> (String, Result<()>) {
+    let n = skips.len();
+    let mut text = format!(
+        "    {n} test{} skipped{}\n",
+        if n == 1 { "" } else { "s" },
+        if n == 0 {
+            ""
+        } else {
+            " (nothing of them ran):"
+        }
+    );
+    for s in skips {
+        text.push_str(&format!("      {}: {}\n", s.test, s.why));
+    }
+    let verdict = if n > 0 && ci {
+        Err(anyhow::anyhow!(
+            "{n} test{} skipped although CI is set: {}",
+            if n == 1 { "" } else { "s" },
+            skips
+                .iter()
+                .map(|s| s.test.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    } else {
+        Ok(())
+    };
+    (text, verdict)
+}
+
+fn run_steps(steps: &mut util::Steps, quick: bool, skip_log: &Path) -> Result<()> {
     // cargo-fuzz (and g++) are only needed when fuzzing.
     let want_fuzz = !quick && !fuzz::discover()?.is_empty();
     // The VM rig needs qemu, qemu-block-extra and busybox-static.
@@ -49,10 +120,20 @@ fn run_steps(steps: &mut util::Steps, quick: bool) -> Result<()> {
         util::run(util::cargo().args(["clippy", "-p", "fts-scsi", "--", "-D", "warnings"]))
     })?;
     steps.step("test", || {
-        util::run(util::cargo().args(["test", "--workspace", "--all-targets", "--all-features"]))
+        util::run(util::cargo().env(::hil::skip::LOG_ENV, skip_log).args([
+            "test",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+        ]))
     })?;
     steps.step("doctest", || {
-        util::run(util::cargo().args(["test", "--workspace", "--doc", "--all-features"]))
+        util::run(util::cargo().env(::hil::skip::LOG_ENV, skip_log).args([
+            "test",
+            "--workspace",
+            "--doc",
+            "--all-features",
+        ]))
     })?;
     if quick {
         steps.skip("fuzz", "skipped by --quick");
@@ -79,4 +160,51 @@ fn run_steps(steps: &mut util::Steps, quick: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn skip(test: &str, why: &str) -> Skipped {
+        Skipped {
+            test: test.into(),
+            why: why.into(),
+        }
+    }
+
+    #[test]
+    fn no_skips_is_said_and_fine() {
+        let (text, verdict) = skipped_tests(&[], true);
+        assert_eq!(text, "    0 tests skipped\n");
+        assert!(verdict.is_ok());
+    }
+
+    #[test]
+    fn skips_are_counted_and_listed() {
+        let skips = [
+            skip("loop_device_with_4096_byte_sectors", "no losetup"),
+            skip("ipv6_portal", "no IPv6 loopback"),
+        ];
+        let (text, verdict) = skipped_tests(&skips, false);
+        assert_eq!(
+            text,
+            "    2 tests skipped (nothing of them ran):\n\
+             \x20     loop_device_with_4096_byte_sectors: no losetup\n\
+             \x20     ipv6_portal: no IPv6 loopback\n"
+        );
+        assert!(verdict.is_ok(), "outside CI a skip does not fail the run");
+        let (text, _) = skipped_tests(&skips[..1], false);
+        assert!(text.starts_with("    1 test skipped"), "{text}");
+    }
+
+    #[test]
+    fn a_skip_under_ci_fails_the_run() {
+        let (_, verdict) = skipped_tests(&[skip("ipv6_portal", "no IPv6 loopback")], true);
+        let err = verdict.expect_err("CI is set").to_string();
+        assert!(
+            err.contains("1 test skipped") && err.contains("ipv6_portal"),
+            "{err}"
+        );
+    }
 }

@@ -15,6 +15,15 @@ pub fn root() -> PathBuf {
         .map_or_else(|| manifest_dir.to_path_buf(), Path::to_path_buf)
 }
 
+/// Cargo's target directory: `$CARGO_TARGET_DIR`, else `target` in the
+/// workspace root.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => root().join(dir),
+        None => root().join("target"),
+    }
+}
+
 /// A `Command` for `prog`, to be run from the workspace root.
 pub fn cmd(prog: impl AsRef<OsStr>) -> Command {
     let mut c = Command::new(prog);
@@ -195,6 +204,14 @@ mod tests {
     fn root_has_workspace_manifest() {
         assert!(root().join("Cargo.toml").is_file());
         assert!(root().join("xtask").is_dir());
+    }
+
+    #[test]
+    fn target_dir_is_under_the_root_unless_set() {
+        match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+            Some(d) => assert_eq!(target_dir(), root().join(d)),
+            None => assert_eq!(target_dir(), root().join("target")),
+        }
     }
 
     #[test]

@@ -172,7 +172,9 @@ enum Cmd {
         json: bool,
     },
     /// Take the Process Id Table lock and hold it for SECONDS, printing
-    /// "holding" once held: for failover drills (the test rig kills a host here).
+    /// "holding" once held and showing progress in the lock record every
+    /// quarter lock timeout, as a live holder does: for failover drills
+    /// (the test rig crashes a host here).
     HoldLock {
         /// How long to hold it.
         seconds: f64,

@@ -58,6 +58,13 @@ impl Ctx {
     /// setting.
     fn open(&self, me: &Identity) -> Result<Opened> {
         let (dev, transport) = open_device_and_nexus(&self.device, &self.opts)?;
+        if let (Some(t), fts_lock::LockKind::Scsi2) = (&transport, self.lock) {
+            // Until the MCB is read its lock timeout is unknown: a dead
+            // holder's RESERVE(6) blocking the read is broken after three
+            // default lock timeouts (the lock backend then sets the MCB's).
+            let default = Duration::from_millis(u64::from(fts_layout::DEFAULT_LOCK_TIMEOUT_MS));
+            t.set_reserve_break(Some(default * 3));
+        }
         let shared = Shared::open(dev)
             .with_context(|| format!("{} is not a usable fts device", self.device))?;
         let (locks, what) =
@@ -124,14 +131,28 @@ pub fn hold_lock(ctx: &Ctx, seconds: f64) -> Result<()> {
             "hold-lock: SECONDS must be a non-negative number",
         ));
     }
+    // Anything beyond a year is "until killed" (and keeps Duration sane).
+    let hold = Duration::from_secs_f64(seconds.min(365.0 * 86_400.0));
     let me = Identity::unix(&ctx.name)?;
     let opened = ctx.open(&me)?;
     let mut lock = (opened.locks)()?;
     let guard = lock.lock(Ctx::lock_timeout(&opened.shared))?;
     println!("holding the Process Id Table lock of {}", ctx.device);
     std::io::stdout().flush()?;
-    std::thread::sleep(Duration::from_secs_f64(seconds));
-    guard.still_held()?;
+    // A live holder shows progress (as a holder doing a long table update
+    // would), so waiters break it only once it really stops: when the
+    // host dies or hangs.
+    let beat = Duration::from_millis(u64::from(opened.shared.mcb().lock_timeout_ms) / 4)
+        .max(Duration::from_millis(10));
+    let until = Instant::now() + hold;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(beat));
+        guard.still_held()?;
+    }
     guard.release()?;
     println!("released");
     Ok(())

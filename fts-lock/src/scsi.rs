@@ -179,7 +179,16 @@ impl ScsiLocks {
                 reason,
             });
         }
+        locks.arm_reserve_break();
         Ok(locks)
+    }
+
+    /// With RESERVE(6) locking, every command of the nexus (ring I/O, table
+    /// reads) breaks a RESERVE(6) that blocks it as long as a lock waiter
+    /// would ([`fts_scsi::Nexus::set_reserve_break`]): three lock timeouts.
+    fn arm_reserve_break(&self) {
+        let after = (self.method == ScsiMethod::Reserve6).then(|| self.cfg.user.lock_timeout * 3);
+        self.cfg.user.transport.set_reserve_break(after);
     }
 
     /// The best method the device supports, in the order persistent
@@ -205,6 +214,7 @@ impl ScsiLocks {
                 Some(reason) => skipped.push(format!("{} unavailable: {reason}", method.kind())),
             }
         }
+        base.arm_reserve_break();
         Ok((base, skipped.join("; ")))
     }
 

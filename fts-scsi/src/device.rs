@@ -52,6 +52,8 @@ pub struct Nexus {
     transport: Mutex<Box<dyn Transport>>,
     fence_events: AtomicU64,
     lock_held: AtomicBool,
+    /// [`Nexus::set_reserve_break`] in milliseconds; 0: never.
+    reserve_break_ms: AtomicU64,
 }
 
 impl fmt::Debug for Nexus {
@@ -69,7 +71,32 @@ impl Nexus {
             transport: Mutex::new(transport),
             fence_events: AtomicU64::new(0),
             lock_held: AtomicBool::new(false),
+            reserve_break_ms: AtomicU64::new(0),
         })
+    }
+
+    /// With SCSI-2 locking (RESERVE(6) held only around Process Id Table
+    /// updates, which take milliseconds): a RESERVATION CONFLICT that
+    /// lasts `after` on one command means the holder died or hung with the
+    /// LU reserved. A crashed host's session, and its RESERVE(6), stay on
+    /// the target until the target notices (no FIN ever came), so
+    /// [`ScsiDevice`] then sends LOGICAL UNIT RESET, as a waiting SCSI-2
+    /// lock does, and carries on. `None` (the default, and right for
+    /// persistent reservations, which never block reads or registrants'
+    /// writes) never resets.
+    pub fn set_reserve_break(&self, after: Option<Duration>) {
+        let ms = after.map_or(0, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
+        self.reserve_break_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// See [`Nexus::set_reserve_break`].
+    pub fn reserve_break(&self) -> Option<Duration> {
+        match self.reserve_break_ms.load(Ordering::SeqCst) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
     }
 
     /// Locks the transport. A panic in another thread while it held the
@@ -274,7 +301,11 @@ impl ScsiDevice {
     /// wait out its successor's update and land on top of it.
     fn run(&self, cdb: &Cdb, mut data: DataBuffer<'_>) -> Result<CommandResult> {
         let start = Instant::now();
-        let fences_at_start = self.transport.fence_events();
+        let mut fences_at_start = self.transport.fence_events();
+        // Since when this command has met RESERVATION CONFLICT without a
+        // break, and whether the last thing it did was reset the LU itself.
+        let mut blocked_since = start;
+        let mut own_reset = false;
         let mut pause = Duration::from_millis(1);
         let mut attentions = 0;
         let mut reconnects = 0;
@@ -312,6 +343,20 @@ impl ScsiDevice {
                 if start.elapsed() >= self.policy.conflict_wait {
                     return Err(Error::ReservationConflict);
                 }
+                if let Some(after) = self.transport.reserve_break() {
+                    if blocked_since.elapsed() >= after {
+                        eprintln!(
+                            "fts-scsi: {}: RESERVATION CONFLICT for more than {after:?}: a RESERVE(6) \
+                             held that long outlived any table update (its host died or hung); \
+                             sending LOGICAL UNIT RESET",
+                            self.location
+                        );
+                        lock_transport(&self.transport).reset_lun()?;
+                        blocked_since = Instant::now();
+                        own_reset = true;
+                        continue;
+                    }
+                }
                 thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(50));
                 continue;
@@ -319,6 +364,11 @@ impl ScsiDevice {
             if outcome.is_unit_attention() && attentions < 8 {
                 if let Some(sense) = &outcome.sense {
                     self.transport.note_sense(sense);
+                }
+                // The reset this command sent itself fences nobody here
+                // (it holds no lock: otherwise the conflict was final).
+                if std::mem::take(&mut own_reset) {
+                    fences_at_start = self.transport.fence_events();
                 }
                 attentions += 1;
                 continue;

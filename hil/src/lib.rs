@@ -17,6 +17,9 @@
 //!   SG_IO transport runs for real inside them.
 //! - [`scenario`]: all-pairs, contention, holder-crash, link-flap, destage;
 //!   [`report`]: what each scenario reports and the summary table.
+//! - [`observer`]: an independent initiator (libiscsi's own API) that
+//!   samples the LUN's PR keys, holder and RESERVE(6) state, and judges a
+//!   holder crash from that timeline alone.
 //! - [`rig`]: the [`Target`] and [`Host`] traits every target and host
 //!   kind implements.
 //! - [`skip`]: how every test that needs a component skips (loudly,
@@ -44,7 +47,9 @@
 mod error;
 pub mod lio;
 pub mod netns;
+pub mod observer;
 mod proc;
+pub mod relay;
 pub mod report;
 pub mod rig;
 pub mod scenario;

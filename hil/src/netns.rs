@@ -497,6 +497,15 @@ impl NetnsRig {
         kill_namespace_processes(&host.ns)
     }
 
+    /// The iSCSI connections the target has now (`tgtadm --op show --mode
+    /// conn`): a crashed host's stay until the target notices.
+    pub fn sessions(&self) -> Result<Vec<crate::tgt::ConnInfo>, Error> {
+        match &self.target {
+            Some(t) => t.tgtd.connections(t.lun.tid),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Resets the LUN (PR state and mode pages cleared; data kept) between
     /// scenarios: tgt keeps PR registrations of dead sessions.
     pub fn reset_lun(&mut self) -> Result<(), Error> {
@@ -561,8 +570,16 @@ impl crate::rig::Host for NetnsHost {
         })
     }
 
-    fn crash(&mut self) {
-        kill_namespace_processes(&self.ns);
-        let _ = ip(&["-n", &self.ns, "link", "set", "vh", "down"]);
+    fn crash(&mut self) -> Result<(), Error> {
+        // Link first: the processes' sockets then die with nothing
+        // reaching the target (no FIN, no RST), as in a power loss, and the
+        // target keeps the session, its RESERVE(6) and its registrations.
+        ip(&["-n", &self.ns, "link", "set", "vh", "down"])?;
+        if !kill_namespace_processes(&self.ns) {
+            return Err(Error::Provision {
+                what: format!("processes of host {} survived SIGKILL", self.name),
+            });
+        }
+        Ok(())
     }
 }

@@ -43,8 +43,10 @@ pub trait Host: fmt::Debug {
     fn host_name(&self) -> &str;
     /// Runs a shell command line on the host to completion.
     fn run_shell(&mut self, command: &str, timeout: Duration) -> Result<HostOutput, Error>;
-    /// Dies as a crash would: every process killed, the link cut.
-    fn crash(&mut self);
+    /// Dies as a crash would: the link cut first (so the target sees no
+    /// FIN and keeps the session), then every process killed. Fails if
+    /// either step fails.
+    fn crash(&mut self) -> Result<(), Error>;
 }
 
 /// A tgtd and the LUN it exports.
@@ -97,7 +99,7 @@ impl Host for crate::vm::guest::Guest {
         })
     }
 
-    fn crash(&mut self) {
-        self.kill();
+    fn crash(&mut self) -> Result<(), Error> {
+        crate::vm::guest::Guest::crash(self)
     }
 }

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::netns::{NetnsHost, NetnsRig};
+use crate::observer::{judge_takeover, Observer, ObserverOptions, Unit, Victim};
 use crate::ScenarioReport;
 
 /// Every scenario, in the order they run.
@@ -35,6 +36,16 @@ pub const ALL: &[&str] = &[
     "link-flap",
     "destage",
 ];
+
+/// What a scenario name runs: `holder-crash` runs once per lock kind that
+/// tgt supports (`holder-crash-pr`, `holder-crash-scsi2`, which can also be
+/// named alone).
+pub fn expand(name: &str) -> Vec<&str> {
+    match name {
+        "holder-crash" => vec!["holder-crash-pr", "holder-crash-scsi2"],
+        other => vec![other],
+    }
+}
 
 /// Format options every scenario uses (small segments and rings keep the
 /// LUN small; the lease and lock timeouts keep failure detection quick).
@@ -63,9 +74,9 @@ const LEASE_TIMEOUT: Duration = Duration::from_secs(4);
 /// scenario that panics is reported as failed; the others still run.
 pub fn run_netns(rig: &mut NetnsRig, names: &[String]) -> Vec<ScenarioReport> {
     let names: Vec<&str> = if names.is_empty() {
-        ALL.to_vec()
+        ALL.iter().flat_map(|n| expand(n)).collect()
     } else {
-        names.iter().map(String::as_str).collect()
+        names.iter().flat_map(|n| expand(n)).collect()
     };
     let mut reports = Vec::new();
     for name in names {
@@ -75,7 +86,8 @@ pub fn run_netns(rig: &mut NetnsRig, names: &[String]) -> Vec<ScenarioReport> {
             prepare(rig).and_then(|()| match name {
                 "all-pairs" => all_pairs(rig, &mut bytes),
                 "contention" => contention(rig),
-                "holder-crash" => holder_crash(rig, &mut bytes),
+                "holder-crash-pr" => holder_crash(rig, "pr", &mut bytes),
+                "holder-crash-scsi2" => holder_crash(rig, "scsi2", &mut bytes),
                 "link-flap" => link_flap(rig, &mut bytes),
                 "destage" => destage(rig, &mut bytes),
                 other => Err(format!(
@@ -448,28 +460,47 @@ fn wait_line(child: &mut Child, needle: &str, timeout: Duration) -> Result<(), S
     }
 }
 
-/// The persistent-reservation holder's key as another initiator sees it.
-fn reservation_holder(rig: &NetnsRig, from: &NetnsHost) -> Result<Option<String>, String> {
-    let out = output({
-        let mut c = rig.fts(from, "pr-observer");
-        c.args(["scsi", "reservations"]);
-        c
-    })?;
-    let s = String::from_utf8_lossy(&out.stdout);
-    Ok(s.lines()
-        .find_map(|l| l.strip_prefix("reservation: key "))
-        .map(|k| k.split(',').next().unwrap_or(k).to_owned()))
+/// A lock kind of `fts --lock` that tgt supports, with how long fts lets a
+/// holder make no visible progress before it breaks it: one lock timeout
+/// when it can read the lock record (PR), three when the RESERVE(6) hides
+/// the record (SCSI-2; see fts-lock).
+fn lock_patience(lock: &str) -> Duration {
+    match lock {
+        "scsi2" => LOCK_TIMEOUT * 3,
+        _ => LOCK_TIMEOUT,
+    }
 }
 
-/// Scenario 3.
-fn holder_crash(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
+/// Scenario 3, once per lock kind (`pr`, `scsi2`): a host holding the
+/// Process Id Table lock crashes (link down first, then SIGKILL: the
+/// target keeps its session); a transfer that was already waiting for the
+/// lock must take it over no sooner than the lock allows and complete.
+/// The evidence comes from an independent witness (libiscsi's own API,
+/// its own nexus): the holder before the crash, the dead holder keeping
+/// it, when it changed hands, and nothing left at the end; tgtadm shows
+/// the dead session still on the target.
+fn holder_crash(rig: &NetnsRig, lock: &str, bytes: &mut u64) -> Result<String, String> {
     let victim = &rig.hosts[0];
     let server = &rig.hosts[1];
     let client_host = rig.hosts.get(2).unwrap_or(server);
+    let witness = Observer::start(ObserverOptions {
+        netns: Some(rig.san_namespace().to_owned()),
+        url: rig.lun.url.clone(),
+        initiator: "iqn.2026-11.invalid.fts-hil:witness".into(),
+        interval: Duration::from_millis(20),
+    })
+    .map_err(|e| e.to_string())?;
+    let idle = witness.sample_after(Instant::now())?;
+    if idle.holder.is_some() || !idle.keys.is_empty() || idle.unit == Unit::Conflict {
+        return Err(format!("the LU is not idle before the scenario: {idle}"));
+    }
+    // The server runs before the crash, as a production server would.
+    let lock_arg = ["--lock", lock];
+    let servers = start_servers(rig, &[server], &lock_arg)?;
     // A raw child: its stdout is read line by line.
     let mut holder = rig
         .fts(victim, "holder")
-        .args(["hold-lock", "600"])
+        .args(["--lock", lock, "hold-lock", "600"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -485,19 +516,24 @@ fn holder_crash(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
         let _ = holder.wait();
         return Err(e);
     }
-    // The victim's key must really hold the reservation now.
-    let key = reservation_holder(rig, server)?.ok_or(
-        "nobody holds the persistent reservation although the victim says it holds the lock",
-    )?;
-    // The host dies: its link goes first (no FIN, as in a real crash),
-    // then every process is killed.
-    let crash = Instant::now();
-    crate::rig::Host::crash(&mut victim.clone());
-    let _ = holder.wait();
-    let servers = start_servers(rig, &[server], &[])?;
+    // Only the victim runs fts now: what the witness sees held is its lock.
+    let seen = witness.sample_after(Instant::now())?;
+    let dead = match (lock, seen.holder) {
+        ("scsi2", _) if seen.unit == Unit::Conflict => Victim::Reserve6,
+        ("pr", Some((key, _))) if seen.keys == [key] => Victim::Key(key),
+        _ => {
+            let _ = holder.kill();
+            let _ = holder.wait();
+            return Err(format!(
+                "the victim says it holds the {lock} lock, but the witness sees: {seen}"
+            ));
+        }
+    };
+    // A put starts while the victim is alive: it must wait for the lock
+    // the live victim keeps showing progress in.
     let src = client_host.dir.join("after-crash.bin");
     fs::write(&src, random_bytes(42, 1 << 20)).map_err(|e| e.to_string())?;
-    let out = output(put(
+    let mut survivor = put(
         rig,
         client_host,
         "survivor",
@@ -505,36 +541,70 @@ fn holder_crash(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
         &src,
         "after-crash.bin",
         false,
-    ))?;
+    );
+    survivor.args(lock_arg);
+    let survivor = spawn(survivor)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let alive = witness.sample_after(Instant::now())?;
+    if !dead.holds(&alive) {
+        return Err(format!(
+            "the live victim lost its {dead} before the crash: {alive}"
+        ));
+    }
+    // The host dies: its link goes first (no FIN), then every process.
+    let crash = Instant::now();
+    crate::rig::Host::crash(&mut victim.clone())
+        .map_err(|e| format!("crashing {}: {e}", victim.name))?;
+    let _ = holder.wait();
+    let victim_iqn = NetnsRig::initiator(victim, "holder");
+    let session_kept = |when: &str| -> Result<(), String> {
+        let sessions = rig.sessions().map_err(|e| e.to_string())?;
+        if sessions.iter().any(|c| c.initiator == victim_iqn) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the target dropped the dead holder's session {when}: the crash was not a crash \
+                 (sessions: {:?})",
+                sessions.iter().map(|c| &c.initiator).collect::<Vec<_>>()
+            ))
+        }
+    };
+    session_kept("right after the crash")?;
+    let out = finish(survivor, "the survivor's put")?;
     let recovered = crash.elapsed();
+    session_kept("during the takeover")?;
     drop(servers);
+    let end = witness.sample_after(Instant::now())?;
+    let timeline = witness.stop();
     if !out.status.success() {
         return Err(format!("the survivors did not carry on: {}", text(&out)));
     }
     same_file(&src, &server.dir.join("root").join("after-crash.bin"))?;
     *bytes += 1 << 20;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !stderr.contains("preempting") {
-        return Err(format!(
-            "the transfer succeeded without preempting the dead holder's key {key}: {}",
-            stderr.trim()
-        ));
-    }
-    // No sooner than the lock timeout (otherwise the lock was ignored), and
-    // within the lease timeout plus slack for a loaded 2-core machine.
     let slack = Duration::from_secs(6);
-    if recovered < LOCK_TIMEOUT || recovered > LEASE_TIMEOUT + slack {
-        return Err(format!(
-            "recovery took {recovered:?}; expected between {LOCK_TIMEOUT:?} and {:?}",
-            LEASE_TIMEOUT + slack
-        ));
+    // A live holder shows progress every quarter lock timeout (`fts
+    // hold-lock`), so its last progress was at most that long before the
+    // crash: a lock that honours its timeout cannot be taken over sooner
+    // than the rest of it after the crash.
+    let earliest = LOCK_TIMEOUT - LOCK_TIMEOUT / 4;
+    let takeover = judge_takeover(
+        &timeline,
+        crash,
+        dead,
+        earliest,
+        lock_patience(lock) + slack,
+    )?;
+    if end.holder.is_some() || !end.keys.is_empty() || end.unit == Unit::Conflict {
+        return Err(format!("something is left on the LU at the end: {end}"));
     }
     Ok(format!(
-        "{} died holding the lock (key {key}); its reservation was preempted and a transfer done {:.1}s after the crash (lock timeout {:.1}s, lease {:.1}s)",
+        "lock {lock}: {} crashed holding the lock ({dead}); witness {takeover}; the dead session \
+         stayed on the target throughout; at the end: {end}; a 1 MiB put that waited for the lock \
+         completed {:.1}s after the crash (lock timeout {:.1}s, fts waits {:.1}s of no progress)",
         victim.name,
         recovered.as_secs_f64(),
         LOCK_TIMEOUT.as_secs_f64(),
-        LEASE_TIMEOUT.as_secs_f64()
+        lock_patience(lock).as_secs_f64(),
     ))
 }
 

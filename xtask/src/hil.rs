@@ -86,7 +86,11 @@ pub fn parse(args: &[String]) -> Result<Options> {
         hil::scenario::ALL
     };
     for s in &o.scenarios {
-        if !known.contains(&s.as_str()) {
+        let named = known.contains(&s.as_str())
+            || known
+                .iter()
+                .any(|k| hil::scenario::expand(k).contains(&s.as_str()));
+        if !named {
             bail!(
                 "hil: unknown scenario {s:?} (known here: {})",
                 known.join(", ")

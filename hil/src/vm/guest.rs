@@ -143,6 +143,8 @@ pub struct Guest {
     next_id: u64,
     commands: Vec<(u64, String)>,
     spawned: Instant,
+    /// The guest's path to the target, pulled by a crash.
+    cable: Option<crate::relay::Cable>,
 }
 
 impl Guest {
@@ -208,7 +210,26 @@ impl Guest {
             next_id: 1,
             commands: Vec::new(),
             spawned,
+            cable: None,
         })
+    }
+
+    /// Gives the guest the cable its qemu reaches the target through
+    /// (see [`crate::relay`]); [`crate::Host::crash`] pulls it.
+    pub fn attach_cable(&mut self, cable: crate::relay::Cable) {
+        self.cable = Some(cable);
+    }
+
+    /// Pulls the guest's cable (nothing passes, nothing is closed), then
+    /// kills qemu: a crash as the target sees one, with the session left
+    /// hanging. Fails if the guest has no cable.
+    pub fn crash(&mut self) -> Result<(), Error> {
+        let cable = self.cable.as_ref().ok_or_else(|| Error::InvalidArgument {
+            what: format!("guest {} has no cable to pull", self.name),
+        })?;
+        cable.cut();
+        self.kill();
+        Ok(())
     }
 
     /// The guest's name.

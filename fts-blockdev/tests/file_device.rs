@@ -506,6 +506,7 @@ fn open_dispatches_paths_and_refuses_url_schemes() {
 
 /// A temp dir on tmpfs (`/dev/shm`), or skips the test `test` (fails it
 /// under CI) where there is none.
+#[track_caller]
 fn shm_dir(test: &str) -> Option<TempDir> {
     let shm = Path::new("/dev/shm");
     if !shm.is_dir() {

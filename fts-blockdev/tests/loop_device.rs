@@ -85,6 +85,7 @@ impl Drop for LoopDevice {
 }
 
 /// Attaches a loop device, or skips the test `test` (fails it under CI).
+#[track_caller]
 fn attach_or_skip(test: &str, sector_size: u32) -> Option<LoopDevice> {
     match LoopDevice::attach(sector_size) {
         Ok(l) => Some(l),

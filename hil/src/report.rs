@@ -45,13 +45,19 @@ impl fmt::Display for ScenarioReport {
 
 /// The summary table: scenario, hosts, bytes moved, time, result.
 pub fn summary_table(reports: &[ScenarioReport]) -> String {
+    let w = reports
+        .iter()
+        .map(|r| r.name.len())
+        .chain([14])
+        .max()
+        .unwrap_or(14);
     let mut out = format!(
-        "{:<14} {:>5} {:>14} {:>9}  {}\n",
+        "{:<w$} {:>5} {:>14} {:>9}  {}\n",
         "scenario", "hosts", "bytes", "time", "result"
     );
     for r in reports {
         out.push_str(&format!(
-            "{:<14} {:>5} {:>14} {:>8.2}s  {}\n",
+            "{:<w$} {:>5} {:>14} {:>8.2}s  {}\n",
             r.name,
             r.hosts,
             r.bytes,

@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `all-pairs` | every host puts a distinct random file to every other host at once; all arrive byte-identical |
 //! | `contention` | hosts open and close connections to each other in a tight loop; an independent reader of the Process Id Table never sees one entry generation owned by two requestors, nor one requestor in two entries |
-//! | `holder-crash` | a host dies (link down, then SIGKILL) holding the table lock (its key is seen holding the reservation); another host preempts it no sooner than the lock timeout and within the lease timeout (plus slack for a loaded machine) and carries on |
+//! | `holder-crash` | once per lock kind (pr, scsi2): a host holding the table lock crashes (link down first, then SIGKILL: the target keeps its session); an independent witness ([`crate::observer`]) sees the dead holder keep the lock, then lose it no sooner than the lock timeout allows and within fts's patience; a put that waited completes intact; nothing is left on the LU |
 //! | `link-flap` | a host's link goes down for 1.5 s once more than 4 MiB of its file has arrived; the file arrives intact, or the transfer fails cleanly with nothing (or only an intact file) under the target name and a re-run succeeds |
 //! | `destage` | a server runs with `--destage-off`: WCE 0 → 1 (seen from a third host while it serves a transfer), restored to 0 when it is stopped |
 
@@ -520,7 +520,7 @@ fn holder_crash(rig: &NetnsRig, lock: &str, bytes: &mut u64) -> Result<String, S
     let seen = witness.sample_after(Instant::now())?;
     let dead = match (lock, seen.holder) {
         ("scsi2", _) if seen.unit == Unit::Conflict => Victim::Reserve6,
-        ("pr", Some((key, _))) if seen.keys == [key] => Victim::Key(key),
+        ("pr", Some((key, _))) if seen.keys.contains(&key) => Victim::Key(key),
         _ => {
             let _ = holder.kill();
             let _ = holder.wait();

@@ -25,10 +25,13 @@
 //!   and close connections to the others in tight loops, while the host
 //!   reads the Process Id Table without locking (`fts status --json` over
 //!   libiscsi) and checks every snapshot (see [`check_snapshot`]).
-//! - **holder-crash**: guest 0 takes the Process Id Table lock and holds it,
-//!   the host kills its qemu, and guest 1 must break the dead holder's
-//!   persistent reservation after the on-disk lock timeout (2 s) and
-//!   complete a transfer; the report gives the recovery time.
+//! - **holder-crash** (with `--lock pr`; see [`expand`] for why not scsi2):
+//!   guest 0 takes the Process Id Table lock and holds it, showing
+//!   progress; guest 1 serves and starts a put that waits for the lock;
+//!   the host pulls guest 0's cable to the target and kills its qemu (the
+//!   target keeps the session); the put must complete, and an independent
+//!   witness on the host sees the lock change hands no sooner than the
+//!   on-disk lock timeout (2 s) allows.
 
 pub mod cpio;
 pub mod guest;
@@ -45,6 +48,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::observer::{judge_takeover, Observer, ObserverOptions, Unit, Victim};
+use crate::relay::Cable;
 use crate::tgt::{Lun, Tgtd, TgtdOptions};
 use crate::{Error, ScenarioReport};
 pub use guest::{qemu_args, CmdOutput, Guest, QemuSpec, KERNEL_CMDLINE, QBOOT};
@@ -52,6 +57,17 @@ use init::Marker;
 
 /// Every scenario, in the order [`run`] runs them.
 pub const SCENARIOS: &[&str] = &["all-pairs", "contention", "holder-crash"];
+
+/// What a scenario name runs on guests: `holder-crash` with persistent
+/// reservations only. A guest cannot break a SCSI-2 RESERVE(6): QEMU's
+/// virtio-scsi answers a LOGICAL UNIT RESET by resetting its emulated
+/// device and never sends it to the target (a real HBA does).
+pub fn expand(name: &str) -> Vec<&str> {
+    match name {
+        "holder-crash" => vec!["holder-crash-pr"],
+        other => vec![other],
+    }
+}
 
 /// The target triple of the static guest fts.
 pub const GUEST_TRIPLE: &str = "x86_64-unknown-linux-gnu";
@@ -381,7 +397,18 @@ pub fn run(opts: &VmOptions, scenarios: &[&str]) -> Result<Vec<ScenarioReport>, 
     } else {
         scenarios.to_vec()
     };
-    if let Some(bad) = scenarios.iter().find(|s| !SCENARIOS.contains(s)) {
+    let scenarios: Vec<&str> = scenarios.into_iter().flat_map(expand).collect();
+    if scenarios.contains(&"holder-crash-scsi2") {
+        return Err(Error::InvalidArgument {
+            what: "holder-crash-scsi2 cannot run on guests: QEMU answers a guest's LOGICAL UNIT \
+                   RESET itself (virtio-scsi resets its emulated device) and never sends it to the \
+                   target, so a dead holder's RESERVE(6) cannot be broken from inside a guest; the \
+                   namespace rig runs it"
+                .into(),
+        });
+    }
+    let known: Vec<&str> = SCENARIOS.iter().flat_map(|s| expand(s)).collect();
+    if let Some(bad) = scenarios.iter().find(|s| !known.contains(s)) {
         return Err(Error::InvalidArgument {
             what: format!(
                 "unknown VM scenario {bad:?} (known: {})",
@@ -547,12 +574,14 @@ impl<'a> Rig<'a> {
         })?;
         let mut guests = Vec::new();
         for i in 0..self.opts.hosts {
-            guests.push(Guest::spawn(
-                &guest_name(i),
-                &self.qemu,
-                &qemu_args(&self.spec(i)),
-                dir,
-            )?);
+            // Each guest reaches tgtd through a cable of its own, which a
+            // crash pulls (see `crate::relay`).
+            let cable = Cable::new(&self.tgtd.portal())?;
+            let mut spec = self.spec(i);
+            spec.portal = cable.local();
+            let mut guest = Guest::spawn(&guest_name(i), &self.qemu, &qemu_args(&spec), dir)?;
+            guest.attach_cable(cable);
+            guests.push(guest);
         }
         let mut slowest = Duration::ZERO;
         let mut initiators: Vec<(String, String)> = Vec::new();
@@ -614,7 +643,7 @@ impl<'a> Rig<'a> {
             result: Err(String::new()),
         };
         let extra: Vec<String> = match name {
-            "holder-crash" => vec![
+            "holder-crash-pr" => vec![
                 "--lock-timeout-ms".into(),
                 CRASH_LOCK_TIMEOUT_MS.to_string(),
                 "--lease-timeout-ms".into(),
@@ -641,7 +670,7 @@ impl<'a> Rig<'a> {
         let outcome = match name {
             "all-pairs" => all_pairs(&mut guests),
             "contention" => contention(&mut guests, self),
-            _ => holder_crash(&mut guests),
+            _ => holder_crash(&mut guests, self, "pr"),
         };
         report.elapsed = start.elapsed();
         drop(guests);
@@ -1059,8 +1088,13 @@ fn contention(guests: &mut [Guest], rig: &Rig<'_>) -> Result<Outcome, String> {
             "{leftover} entries left in the table after every client closed: {left}"
         ));
     }
-    if stats.snapshots == 0 {
-        return Err("the host reader got no snapshot".to_owned());
+    // The reader must actually have watched the contention (the same
+    // thresholds as the namespace rig).
+    if stats.snapshots < 5 || stats.claims < guests.len() {
+        return Err(format!(
+            "the host reader saw too little to prove anything: {} snapshots, {} entry generations",
+            stats.snapshots, stats.claims
+        ));
     }
     let connections = plan.len() as u64 * u64::from(CONTENTION_LOOPS);
     Ok(Outcome {
@@ -1077,12 +1111,29 @@ fn contention(guests: &mut [Guest], rig: &Rig<'_>) -> Result<Outcome, String> {
     })
 }
 
-/// holder-crash: guest 0 holds the table lock and dies; guest 1 must take
-/// over after the lock timeout and complete a transfer.
-fn holder_crash(guests: &mut [Guest]) -> Result<Outcome, String> {
+/// holder-crash, once per lock kind: guest 0 holds the table lock (a live
+/// holder showing progress) while guest 1 serves and starts a put that
+/// waits for the lock; guest 0 then crashes (its cable to the target is
+/// pulled, then qemu killed: the target keeps its session). The put must
+/// complete with the same bytes, and the takeover must be seen by an
+/// independent witness on the host (libiscsi, its own nexus) no sooner
+/// than the lock allows, with nothing left on the LU at the end.
+fn holder_crash(guests: &mut [Guest], rig: &Rig<'_>, lock: &str) -> Result<Outcome, String> {
     let (a, rest) = guests.split_first_mut().ok_or("no guests")?;
     let b = rest.first_mut().ok_or("holder-crash needs two guests")?;
     let (an, bn) = (a.name().to_owned(), b.name().to_owned());
+    let lock_timeout = Duration::from_millis(CRASH_LOCK_TIMEOUT_MS);
+    let witness = Observer::start(ObserverOptions {
+        netns: None,
+        url: rig.lun.url.clone(),
+        initiator: "iqn.2026-11.invalid.fts-hil:witness".into(),
+        interval: Duration::from_millis(20),
+    })
+    .map_err(s)?;
+    let idle = witness.sample_after(Instant::now())?;
+    if idle.holder.is_some() || !idle.keys.is_empty() || idle.unit == Unit::Conflict {
+        return Err(format!("the LU is not idle before the scenario: {idle}"));
+    }
     let out = b
         .run(
             &format!("mkdir -p /srv/in && head -c {CRASH_BYTES} /dev/urandom >/tmp/f && sha256sum /tmp/f"),
@@ -1093,8 +1144,22 @@ fn holder_crash(guests: &mut [Guest]) -> Result<Outcome, String> {
     let want = digests(&out.lines)
         .remove("f")
         .ok_or_else(|| format!("{bn}: no digest: {:?}", out.lines))?;
+    let serve = b
+        .start(&format!(
+            "exec fts -d \"$DEV\" -n {bn} --lock {lock} serve --root /srv/in"
+        ))
+        .map_err(s)?;
+    b.wait_for("the server", QUICK_TIMEOUT, |m| match m {
+        Marker::Out(i, l) if *i == serve && l.contains("serving as") => Some(Ok(())),
+        Marker::Exit(i, rc) if *i == serve => Some(Err(*rc)),
+        _ => None,
+    })
+    .map_err(s)?
+    .map_err(|rc| format!("{bn}: serve exited {rc}: {}", b.output(serve).join(" | ")))?;
     let hold = a
-        .start(&format!("exec fts -d \"$DEV\" -n {an} hold-lock 600"))
+        .start(&format!(
+            "exec fts -d \"$DEV\" -n {an} --lock {lock} hold-lock 600"
+        ))
         .map_err(s)?;
     a.wait_for("hold-lock holding", QUICK_TIMEOUT, |m| match m {
         Marker::Out(i, l) if *i == hold && l.contains(HOLDING) => Some(Ok(())),
@@ -1108,21 +1173,46 @@ fn holder_crash(guests: &mut [Guest]) -> Result<Outcome, String> {
             a.output(hold).join(" | ")
         )
     })?;
-    let t0 = Instant::now();
-    a.kill();
-    let serve = b
-        .start(&format!(
-            "exec fts -d \"$DEV\" -n {bn} serve --root /srv/in"
-        ))
-        .map_err(s)?;
+    let seen = witness.sample_after(Instant::now())?;
+    let dead = match (lock, seen.holder) {
+        ("scsi2", _) if seen.unit == Unit::Conflict => Victim::Reserve6,
+        ("pr", Some((key, _))) if seen.keys.contains(&key) => Victim::Key(key),
+        _ => {
+            return Err(format!(
+                "{an} says it holds the {lock} lock, but the witness sees: {seen}"
+            ))
+        }
+    };
     let put = b
         .start(&format!(
-            "fts -d \"$DEV\" -n {bn}-cli put {bn} /tmp/f x --timeout 120"
+            "fts -d \"$DEV\" -n {bn}-cli --lock {lock} put {bn} /tmp/f x --timeout 120"
         ))
         .map_err(s)?;
+    thread::sleep(Duration::from_secs(1));
+    let alive = witness.sample_after(Instant::now())?;
+    if !dead.holds(&alive) {
+        return Err(format!(
+            "the live holder {an} lost its {dead} before the crash: {alive}"
+        ));
+    }
+    let crash = Instant::now();
+    crate::rig::Host::crash(a).map_err(|e| format!("crashing {an}: {e}"))?;
+    let dead_iqn = guest_initiator(&an);
+    let session_kept = |when: &str| -> Result<(), String> {
+        let conns = rig.tgtd.connections(rig.lun.tid).map_err(s)?;
+        if conns.iter().any(|c| c.initiator == dead_iqn) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the target dropped {an}'s session {when}: the crash was not a crash"
+            ))
+        }
+    };
+    session_kept("right after the crash")?;
     let put_out = b.wait_exit(put, CMD_TIMEOUT).map_err(s)?;
-    let recovery = t0.elapsed();
-    let put_out = put_out
+    let recovery = crash.elapsed();
+    session_kept("during the takeover")?;
+    put_out
         .ok(&bn)
         .map_err(|e| format!("{e}; server: {}", b.output(serve).join(" | ")))?;
     let out = b
@@ -1133,30 +1223,33 @@ fn holder_crash(guests: &mut [Guest]) -> Result<Outcome, String> {
     if got != want {
         return Err(format!("digest {got} received, {want} sent"));
     }
-    let mut evidence: Vec<String> = b
-        .output(serve)
-        .into_iter()
-        .chain(put_out.lines)
-        .filter(|l| {
-            let l = l.to_lowercase();
-            l.contains("preempt") || l.contains("dead")
-        })
-        .collect();
-    evidence.dedup();
-    if evidence.is_empty() {
-        return Err(format!(
-            "transfer completed in {:.1}s but neither fts process of {bn} reported breaking {an}'s lock",
-            recovery.as_secs_f64()
-        ));
+    let end = witness.sample_after(Instant::now())?;
+    let timeline = witness.stop();
+    // As in the namespace rig: the live holder's last progress was at most
+    // a quarter lock timeout before the crash.
+    let earliest = lock_timeout - lock_timeout / 4;
+    let patience = if lock == "scsi2" {
+        lock_timeout * 3
+    } else {
+        lock_timeout
+    };
+    let takeover = judge_takeover(
+        &timeline,
+        crash,
+        dead,
+        earliest,
+        patience + Duration::from_secs(8),
+    )?;
+    if end.holder.is_some() || !end.keys.is_empty() || end.unit == Unit::Conflict {
+        return Err(format!("something is left on the LU at the end: {end}"));
     }
     Ok(Outcome {
         bytes: CRASH_BYTES,
         figures: format!(
-            "{an} killed holding the lock; {bn} completed a {} KiB transfer {:.1}s after the kill (lock timeout {:.1}s): {}",
+            "lock {lock}: {an} crashed holding the lock ({dead}); witness {takeover}; its session stayed on the target; at the end: {end}; {bn}'s {} KiB put completed {:.1}s after the crash (lock timeout {:.1}s)",
             CRASH_BYTES >> 10,
             recovery.as_secs_f64(),
-            CRASH_LOCK_TIMEOUT_MS as f64 / 1000.0,
-            evidence[0]
+            lock_timeout.as_secs_f64(),
         ),
     })
 }

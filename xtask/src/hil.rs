@@ -86,10 +86,13 @@ pub fn parse(args: &[String]) -> Result<Options> {
         hil::scenario::ALL
     };
     for s in &o.scenarios {
-        let named = known.contains(&s.as_str())
-            || known
-                .iter()
-                .any(|k| hil::scenario::expand(k).contains(&s.as_str()));
+        let expand = if o.vm {
+            hil::vm::expand
+        } else {
+            hil::scenario::expand
+        };
+        let named =
+            known.contains(&s.as_str()) || known.iter().any(|k| expand(k).contains(&s.as_str()));
         if !named {
             bail!(
                 "hil: unknown scenario {s:?} (known here: {})",

@@ -78,6 +78,15 @@ pub enum Error {
         /// NAKs without progress.
         retries: u32,
     },
+    /// This side no longer owns the slot (raised by the fence callback
+    /// before a write): nothing more is written.
+    #[error("slot {slot}: fenced, not writing: {reason}")]
+    Fenced {
+        /// Connection slot.
+        slot: u32,
+        /// Why (from the fence callback).
+        reason: String,
+    },
     /// The peer is dead or closed (raised by the liveness callback).
     #[error("slot {slot}: peer gone: {reason}")]
     PeerGone {
@@ -222,6 +231,12 @@ impl Poller {
 /// Called while waiting; an error aborts the transfer.
 pub type Liveness<'d> = Box<dyn FnMut() -> Result<(), Error> + Send + 'd>;
 
+/// Called before every write into the slot (a batch of segments, the
+/// pointer table): `Err` (normally [`Error::Fenced`]) when this side no
+/// longer owns the slot, e.g. because it was stopped long enough for the
+/// slot to be reclaimed and reused. The write is then not made.
+pub type Fence<'d> = Box<dyn FnMut() -> Result<(), Error> + Send + 'd>;
+
 /// One side of a connection: its table, both machines, the device.
 pub struct RingPort<'d> {
     dev: &'d mut dyn BlockDevice,
@@ -235,6 +250,7 @@ pub struct RingPort<'d> {
     reader: Reader,
     poller: Poller,
     liveness: Option<Liveness<'d>>,
+    fence: Option<Fence<'d>>,
     seg_buf: AlignedBuf,
     table_buf: AlignedBuf,
     peer_buf: AlignedBuf,
@@ -330,6 +346,7 @@ impl<'d> RingPort<'d> {
             reader,
             poller: Poller::default(),
             liveness: None,
+            fence: None,
             seg_buf,
             table_buf,
             peer_buf,
@@ -340,6 +357,18 @@ impl<'d> RingPort<'d> {
     /// Sets the callback run while waiting (dead-peer detection, timeouts).
     pub fn set_liveness(&mut self, liveness: Liveness<'d>) {
         self.liveness = Some(liveness);
+    }
+
+    /// Sets the check run before every write into the slot (see [`Fence`]).
+    pub fn set_fence(&mut self, fence: Fence<'d>) {
+        self.fence = Some(fence);
+    }
+
+    fn check_fence(&mut self) -> Result<(), Error> {
+        match &mut self.fence {
+            Some(f) => f(),
+            None => Ok(()),
+        }
     }
 
     /// Replaces the poller.
@@ -508,6 +537,7 @@ impl<'d> RingPort<'d> {
 
     /// Writes the LBs holding dirty chunks.
     fn publish(&mut self, mode: WriteMode) -> Result<(), Error> {
+        self.check_fence()?;
         let chunks = self.table.chunk_count() as usize;
         let mut dirty_lbs = vec![false; self.geo.ptr_table_lbs as usize];
         for run in self.table.dirty_runs() {
@@ -594,6 +624,7 @@ impl<'d> RingPort<'d> {
         b: &Batch,
         len: u64,
     ) -> Result<(), Error> {
+        self.check_fence()?;
         let seg_bytes = self.geo.seg_lbs as usize * LB;
         let total = self.batch_bytes(b);
         let ts = now_ns();

@@ -29,7 +29,7 @@
 pub mod driver;
 pub mod machine;
 
-pub use driver::{Error, Liveness, MessageSource, Poller, RingPort};
+pub use driver::{Error, Fence, Liveness, MessageSource, Poller, RingPort};
 
 pub use machine::{
     peer_entry, Batch, Expectation, MachineError, MessageInfo, Reader, ReaderAction, RingConfig,

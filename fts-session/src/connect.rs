@@ -60,6 +60,30 @@ fn first_free(table: &[PidEntry]) -> Option<u32> {
     table.iter().find(|e| e.is_free()).map(|e| e.pro_process_id)
 }
 
+/// The table is full: watch it for a lease timeout (and a little more),
+/// freeing the slots of dead connections ([`crate::Reaper`]); the first
+/// slot that is free then, if any.
+fn reclaim_one(
+    shared: &mut Shared,
+    lock: &mut dyn TableLock,
+    lock_timeout: Duration,
+) -> Result<Option<u32>, Error> {
+    let mut reaper = crate::Reaper::new(shared);
+    let until = Instant::now() + reaper.timeout() + reaper.timeout() / 2;
+    loop {
+        for r in reaper.scan(shared, lock, lock_timeout)? {
+            eprintln!("fts-session: {}: {r}", shared.location());
+        }
+        if let Some(s) = first_free(&shared.read_table()?) {
+            return Ok(Some(s));
+        }
+        if Instant::now() >= until {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Fig. 8, steps 100-110: claim a free entry for a connection from `me` to
 /// the connector named `peer`. Returns once the claim is on disk; see
 /// [`wait_accepted`].
@@ -77,12 +101,19 @@ pub fn claim(
     };
     // Scan without the lock (cheap, no contention)...
     let table = shared.read_table()?;
-    let Some(mut slot) = first_free(&table) else {
-        return Err(full(shared));
+    let mut slot = match first_free(&table) {
+        Some(s) => s,
+        None => reclaim_one(shared, lock, lock_timeout)?.ok_or_else(|| full(shared))?,
     };
     // ...then lock, re-read and confirm before writing.
     let guard = lock.lock(lock_timeout)?;
-    let mut entry = shared.read_entry(slot)?;
+    let mut entry = match shared.read_slot(slot)? {
+        crate::Slot::Entry(e) => e,
+        crate::Slot::Damaged { .. } => PidEntry {
+            pro_flag_process: PRO_FLAG_ALLOCATED,
+            ..PidEntry::free(slot)
+        },
+    };
     if !entry.is_free() {
         let table = shared.read_table()?;
         match first_free(&table) {
@@ -131,14 +162,33 @@ pub fn wait_accepted(
     let start = Instant::now();
     let mut backoff =
         Backoff::with_delays(timeout, Duration::from_micros(50), Duration::from_millis(5));
+    // While it waits the initiator shows life in its lease, so nobody
+    // reclaims a pending entry whose initiator is alive.
+    let beat_every = Duration::from_millis(u64::from(shared.mcb().heartbeat_ms.max(1)));
+    let mut beats = 0u64;
+    let mut next_beat = Instant::now();
     loop {
-        let e = shared.read_entry(claim.slot)?;
+        let e = match shared.read_slot(claim.slot)? {
+            crate::Slot::Entry(e) => e,
+            crate::Slot::Damaged { .. } => PidEntry::free(claim.slot),
+        };
         if e.pro_generation != claim.generation || !e.is_allocated() {
             return Err(Error::Lost {
                 slot: claim.slot,
                 expected: claim.generation,
                 found: e.pro_generation,
             });
+        }
+        if Instant::now() >= next_beat {
+            beats += 1;
+            crate::lease::beat(
+                shared,
+                claim,
+                fts_layout::Role::Initiator,
+                e.pro_requestor_host,
+                beats,
+            )?;
+            next_beat = Instant::now() + beat_every;
         }
         if e.pro_flag_process & PRO_FLAG_REFUSED != 0 {
             close(shared, lock, claim, lock_timeout)?;
@@ -189,7 +239,13 @@ pub fn accept(
     lock_timeout: Duration,
 ) -> Result<bool, Error> {
     let guard = lock.lock(lock_timeout)?;
-    let mut e = shared.read_entry(claim.slot)?;
+    let mut e = match shared.read_slot(claim.slot)? {
+        crate::Slot::Entry(e) => e,
+        crate::Slot::Damaged { .. } => {
+            guard.release()?;
+            return Ok(false);
+        }
+    };
     let still_pending = e.pro_generation == claim.generation
         && e.pro_flag_process & (PRO_FLAG_ALLOCATED | PRO_FLAG_PROCESSING | PRO_FLAG_REFUSED)
             == PRO_FLAG_ALLOCATED
@@ -216,7 +272,12 @@ pub fn close(
     lock_timeout: Duration,
 ) -> Result<(), Error> {
     let guard = lock.lock(lock_timeout)?;
-    let e = shared.read_entry(claim.slot)?;
+    let e = match shared.read_slot(claim.slot)? {
+        crate::Slot::Entry(e) => e,
+        // Damaged: nothing shows it is ours; the reaper or `check --repair`
+        // frees it.
+        crate::Slot::Damaged { .. } => PidEntry::free(claim.slot),
+    };
     if e.pro_generation == claim.generation && !e.is_free() {
         let freed = PidEntry {
             pro_generation: e.pro_generation,

@@ -56,6 +56,19 @@ pub enum Error {
         /// What is there now.
         found: u64,
     },
+    /// Our Process Id Table entry now belongs to another connection (a
+    /// newer generation, freed, or damaged): this process was stopped or
+    /// hung long enough for its lease to expire and its slot to be
+    /// reclaimed, and it stopped writing into the slot at once.
+    #[error("Process Id Table entry {slot} is no longer ours ({found}; ours was generation {expected}): this process was presumed dead and its slot reclaimed; stopped writing to it")]
+    Fenced {
+        /// The entry.
+        slot: u32,
+        /// Our generation.
+        expected: u64,
+        /// What the entry shows now.
+        found: String,
+    },
     /// A name does not fit `pro_requestor`/`pro_requestee`.
     #[error("invalid fts name: {0}")]
     Name(fts_layout::Error),

@@ -40,6 +40,68 @@ fn write_lease(shared: &mut Shared, claim: Claim, role: Role, lease: &Lease) -> 
     Ok(())
 }
 
+/// Checks that `claim`'s slot still belongs to it (one read of the entry
+/// record): [`Error::Fenced`] when the entry is free, damaged or of
+/// another generation. Run before writing into the slot, so a process
+/// that was stopped or hung while its slot was reclaimed and reused never
+/// writes into a connection that is no longer its own.
+pub fn check_owner(shared: &mut Shared, claim: Claim) -> Result<(), Error> {
+    let found = match shared.read_slot(claim.slot)? {
+        crate::Slot::Entry(e) if e.pro_generation == claim.generation && !e.is_free() => {
+            return Ok(())
+        }
+        crate::Slot::Entry(e) if e.is_free() => {
+            format!("free, generation {}", e.pro_generation)
+        }
+        crate::Slot::Entry(e) => format!(
+            "generation {}, {} -> {}",
+            e.pro_generation, e.pro_requestor, e.pro_requestee
+        ),
+        crate::Slot::Damaged { error, .. } => format!("damaged: {error}"),
+    };
+    Err(Error::Fenced {
+        slot: claim.slot,
+        expected: claim.generation,
+        found,
+    })
+}
+
+/// A [`fts_ring::Fence`] for `claim`: [`check_owner`] on a device handle
+/// of its own, before every ring write.
+pub fn ring_fence(shared: &Shared, claim: Claim) -> Result<fts_ring::Fence<'static>, Error> {
+    let mut dev = shared.reopen()?;
+    Ok(Box::new(move || {
+        check_owner(&mut dev, claim).map_err(|e| fts_ring::Error::Fenced {
+            slot: claim.slot,
+            reason: e.to_string(),
+        })
+    }))
+}
+
+/// Writes one beat of `role`'s lease for `claim` (counter `counter`),
+/// after checking that the slot is still ours. For a side that must show
+/// life before its heartbeat thread runs (an initiator waiting to be
+/// accepted).
+pub(crate) fn beat(
+    shared: &mut Shared,
+    claim: Claim,
+    role: Role,
+    host: Uuid,
+    counter: u64,
+) -> Result<(), Error> {
+    check_owner(shared, claim)?;
+    let lease = Lease {
+        role,
+        state: LEASE_ALIVE,
+        generation: claim.generation,
+        counter,
+        timestamp: now_ns(),
+        host,
+        pid: std::process::id(),
+    };
+    write_lease(shared, claim, role, &lease)
+}
+
 /// Reads the lease `role` wrote for `slot`.
 pub fn read_lease(shared: &mut Shared, slot: u32, role: Role) -> Result<Lease, Error> {
     let mut buf = vec![0u8; LB];
@@ -53,10 +115,13 @@ pub fn read_lease(shared: &mut Shared, slot: u32, role: Role) -> Result<Lease, E
 }
 
 /// Our side's heartbeat: a thread with its own device handle that advances
-/// the lease counter every `heartbeat_ms`.
+/// the lease counter every `heartbeat_ms`. Before each beat it checks that
+/// the slot is still ours ([`check_owner`]); if not, it stops at once and
+/// [`Heartbeat::fenced`] says so.
 #[derive(Debug)]
 pub struct Heartbeat {
     stop: Arc<AtomicBool>,
+    fenced: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<(), Error>>>,
     shared: Shared,
     claim: Claim,
@@ -83,9 +148,12 @@ impl Heartbeat {
             host,
             pid: std::process::id(),
         };
+        check_owner(&mut mine, claim)?;
         write_lease(&mut mine, claim, role, &lease(1))?;
         let stop = Arc::new(AtomicBool::new(false));
+        let fenced = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let fenced_flag = fenced.clone();
         let mut bg = shared.reopen()?;
         let thread = std::thread::Builder::new()
             .name(format!("fts-heartbeat-{}", claim.slot))
@@ -99,6 +167,10 @@ impl Heartbeat {
                         continue;
                     }
                     counter += 1;
+                    if let Err(e) = check_owner(&mut bg, claim) {
+                        fenced_flag.store(true, Ordering::SeqCst);
+                        return Err(e);
+                    }
                     write_lease(&mut bg, claim, role, &lease(counter))?;
                     next += interval;
                 }
@@ -107,6 +179,7 @@ impl Heartbeat {
             .map_err(|e| Error::Thread(e.to_string()))?;
         Ok(Heartbeat {
             stop,
+            fenced,
             thread: Some(thread),
             shared: mine,
             claim,
@@ -115,10 +188,17 @@ impl Heartbeat {
         })
     }
 
+    /// Whether the heartbeat stopped because the slot is no longer ours.
+    pub fn fenced(&self) -> bool {
+        self.fenced.load(Ordering::SeqCst)
+    }
+
     /// Stops beating and marks the lease closed cleanly, so the peer sees a
-    /// close rather than waiting for the lease to expire.
+    /// close rather than waiting for the lease to expire. A fenced
+    /// heartbeat writes nothing and returns [`Error::Fenced`].
     pub fn stop(mut self) -> Result<(), Error> {
         self.halt()?;
+        check_owner(&mut self.shared, self.claim)?;
         let lease = Lease {
             role: self.role,
             state: LEASE_CLOSED,

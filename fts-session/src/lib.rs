@@ -18,17 +18,19 @@ mod connect;
 mod error;
 mod lease;
 mod proto;
+mod reap;
 mod root;
 mod table;
 mod transfer;
 
 pub use connect::{accept, claim, close, pending_for, wait_accepted, Claim, Identity};
 pub use error::Error;
-pub use lease::{read_lease, Heartbeat, PeerWatch};
+pub use lease::{check_owner, read_lease, ring_fence, Heartbeat, PeerWatch};
 pub use proto::{
     decode_request, decode_response, encode_request, encode_response, to_wire_text, DirEntry,
     EntryKind, ErrorCode, FromWireText, ProtoError, Request, Response, MAGIC, MAX_CONTROL_MESSAGE,
 };
+pub use reap::{Reaped, Reaper};
 pub use root::{Root, RootError};
-pub use table::Shared;
+pub use table::{Shared, Slot};
 pub use transfer::{serve, with_client, Client, ClientTimeouts, LockFactory};

@@ -6,6 +6,34 @@ use fts_layout::{Expect, Geometry, Mcb, PidEntry, SdtEntry, Stamp, LB, MCB_LB, R
 
 use crate::Error;
 
+/// One Process Id Table slot as read from the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Slot {
+    /// A valid entry record (an all-zero record reads as a free entry).
+    Entry(PidEntry),
+    /// A record that fails validation: torn, corrupt, forged, or from
+    /// another layout. Nobody can use the slot until it is freed (by the
+    /// reaper once it stays so for a lease timeout, or `check --repair`).
+    Damaged {
+        /// The 1-based slot.
+        slot: u32,
+        /// The record's bytes as read.
+        raw: Vec<u8>,
+        /// The first check it failed.
+        error: fts_layout::Error,
+    },
+}
+
+impl Slot {
+    /// The 1-based slot number.
+    pub fn slot(&self) -> u32 {
+        match self {
+            Slot::Entry(e) => e.pro_process_id,
+            Slot::Damaged { slot, .. } => *slot,
+        }
+    }
+}
+
 /// A handle on a formatted master device.
 #[derive(Debug)]
 pub struct Shared {
@@ -66,38 +94,66 @@ impl Shared {
         self.dev.as_mut()
     }
 
-    /// Reads one entry; an all-zero record reads as free.
+    /// Reads one entry; an all-zero record reads as free. A record that
+    /// fails validation is an [`Error::Layout`]; see [`Shared::read_slot`]
+    /// to tell damage apart from I/O failure.
     pub fn read_entry(&mut self, slot: u32) -> Result<PidEntry, Error> {
-        let mut buf = vec![0u8; LB];
-        self.dev
-            .read_at(self.geometry.pid_entry_lb(slot) * LB as u64, &mut buf)?;
-        self.decode(slot, &buf[..RECORD_SIZE])
-    }
-
-    fn decode(&self, slot: u32, rec: &[u8]) -> Result<PidEntry, Error> {
-        match PidEntry::decode(rec, Expect::exact(self.mcb.layout_id(), slot)) {
-            Ok(e) => Ok(e),
-            Err(fts_layout::Error::Empty { .. }) => Ok(PidEntry::free(slot)),
-            Err(source) => Err(Error::Layout {
+        match self.read_slot(slot)? {
+            Slot::Entry(e) => Ok(e),
+            Slot::Damaged { error, .. } => Err(Error::Layout {
                 location: self.dev.location().to_string(),
-                source,
+                source: error,
             }),
         }
     }
 
-    /// Reads every entry in one I/O.
-    pub fn read_table(&mut self) -> Result<Vec<PidEntry>, Error> {
+    /// Reads one slot: its entry, or what is wrong with its record.
+    pub fn read_slot(&mut self, slot: u32) -> Result<Slot, Error> {
+        let mut buf = vec![0u8; LB];
+        self.dev
+            .read_at(self.geometry.pid_entry_lb(slot) * LB as u64, &mut buf)?;
+        Ok(self.decode(slot, &buf[..RECORD_SIZE]))
+    }
+
+    fn decode(&self, slot: u32, rec: &[u8]) -> Slot {
+        match PidEntry::decode(rec, Expect::exact(self.mcb.layout_id(), slot)) {
+            Ok(e) => Slot::Entry(e),
+            Err(fts_layout::Error::Empty { .. }) => Slot::Entry(PidEntry::free(slot)),
+            Err(error) => Slot::Damaged {
+                slot,
+                raw: rec.to_vec(),
+                error,
+            },
+        }
+    }
+
+    /// Reads every slot in one I/O. A damaged record is returned as such,
+    /// never as an error: one bad entry must not stop the others.
+    pub fn read_slots(&mut self) -> Result<Vec<Slot>, Error> {
         let g = &self.geometry;
         let n = g.max_connections;
         let per = fts_layout::PID_ENTRY_LBS as usize * LB;
         let mut buf = vec![0u8; n as usize * per];
         self.dev.read_at(g.pit_ptr * LB as u64, &mut buf)?;
-        (1..=n)
+        Ok((1..=n)
             .map(|slot| {
                 let off = (slot as usize - 1) * per;
                 self.decode(slot, &buf[off..off + RECORD_SIZE])
             })
-            .collect()
+            .collect())
+    }
+
+    /// The valid entries of every slot (one I/O); damaged slots are left
+    /// out (see [`Shared::read_slots`]).
+    pub fn read_table(&mut self) -> Result<Vec<PidEntry>, Error> {
+        Ok(self
+            .read_slots()?
+            .into_iter()
+            .filter_map(|s| match s {
+                Slot::Entry(e) => Some(e),
+                Slot::Damaged { .. } => None,
+            })
+            .collect())
     }
 
     /// Writes one entry record (its LB holds nothing else), durably.

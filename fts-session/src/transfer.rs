@@ -379,6 +379,7 @@ fn run_client<R>(
 ) -> Result<R, Error> {
     let hb = Heartbeat::start(shared, c, Role::Initiator, me.host)?;
     let live = liveness(shared, c, Role::Connector)?;
+    let fence = crate::ring_fence(shared, c)?;
     let geo = shared.geometry().clone();
     let id = shared.mcb().layout_id();
     let r = {
@@ -390,6 +391,7 @@ fn run_client<R>(
             c.generation,
             id,
         )?;
+        port.set_fence(fence);
         port.init_table()?;
         port.set_liveness(live);
         let mut client = Client {
@@ -472,6 +474,7 @@ fn serve_connection(
 ) -> Result<(), Error> {
     let hb = Heartbeat::start(&shared, c, Role::Connector, me.host)?;
     let live = liveness(&shared, c, Role::Initiator)?;
+    let fence = crate::ring_fence(&shared, c)?;
     let geo = shared.geometry().clone();
     let id = shared.mcb().layout_id();
     let r = (|| {
@@ -488,6 +491,7 @@ fn serve_connection(
             c.generation,
             id,
         )?;
+        port.set_fence(fence);
         port.init_table()?;
         port.set_liveness(live);
         port.set_poller(Poller::new(Duration::from_millis(5)));
@@ -670,8 +674,15 @@ pub fn serve(
 ) -> Result<(), Error> {
     let mut lock = locks()?;
     let mut poller = Poller::new(Duration::from_millis(50));
+    let mut reaper = crate::Reaper::new(shared);
     std::thread::scope(|scope| -> Result<(), Error> {
         while !stop.load(Ordering::Relaxed) {
+            // Free what dead connections left behind and report damaged
+            // entries once; neither stops the server.
+            match reaper.scan(shared, lock.as_mut(), lock_timeout) {
+                Ok(events) => events.into_iter().for_each(|r| log(r.to_string())),
+                Err(e) => log(format!("reclaiming dead entries: {e}")),
+            }
             let pending = pending_for(shared, &me.name)?;
             if pending.is_empty() {
                 poller.wait();

@@ -5,14 +5,17 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::format;
+use common::{format, format_with};
 
 use fts_blockdev::OpenOptions;
-use fts_layout::OsType;
+use fts_layout::{OsType, Role};
 use fts_lock::OfdLock;
-use fts_session::{accept, claim, close, pending_for, wait_accepted, Error, Identity, Shared};
+use fts_session::{
+    accept, claim, close, pending_for, wait_accepted, Error, Heartbeat, Identity, Reaped, Reaper,
+    Shared, Slot,
+};
 use uuid::Uuid;
 
 const T: Duration = Duration::from_secs(5);
@@ -89,19 +92,105 @@ fn unknown_connector_times_out_and_frees_the_entry() {
 }
 
 #[test]
-fn full_table_is_a_clear_error_and_frees_nothing() {
+fn full_table_of_live_connections_is_a_clear_error_and_frees_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("d.img");
-    format(&p, 2);
+    format_with(&p, 2, 600, 100);
     let (mut s, mut lock) = open(&p);
     let a = claim(&mut s, &mut lock, &id("a"), "srv", T).unwrap();
     let b = claim(&mut s, &mut lock, &id("b"), "srv", T).unwrap();
+    // Both claimants are alive: their leases advance.
+    let ha = Heartbeat::start(&s, a, Role::Initiator, Uuid::new_v4()).unwrap();
+    let hb = Heartbeat::start(&s, b, Role::Initiator, Uuid::new_v4()).unwrap();
     let before = s.read_table().unwrap();
+    let t0 = Instant::now();
     let err = claim(&mut s, &mut lock, &id("c"), "srv", T).unwrap_err();
     assert!(matches!(err, Error::TableFull { max: 2, .. }), "{err}");
     assert!(err.to_string().contains("full"), "{err}");
+    // It watched for dead entries for about a lease timeout first.
+    assert!(
+        t0.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        t0.elapsed()
+    );
     assert_eq!(s.read_table().unwrap(), before);
     assert_ne!(a.slot, b.slot);
+    ha.stop().unwrap();
+    hb.stop().unwrap();
+}
+
+#[test]
+fn a_full_table_of_dead_connections_is_reclaimed_with_a_new_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("d.img");
+    format_with(&p, 2, 600, 100);
+    let (mut s, mut lock) = open(&p);
+    // Two initiators that died right after claiming: nothing of them moves.
+    let a = claim(&mut s, &mut lock, &id("a"), "srv", T).unwrap();
+    let b = claim(&mut s, &mut lock, &id("b"), "srv", T).unwrap();
+    let c = claim(&mut s, &mut lock, &id("c"), "srv", T).unwrap();
+    let old = if c.slot == a.slot { a } else { b };
+    assert_eq!(c.slot, old.slot);
+    assert!(
+        c.generation >= old.generation + 2,
+        "the reclaim bumps the generation: {old:?} -> {c:?}"
+    );
+    // The dead owner of the old generation is fenced.
+    assert!(matches!(
+        fts_session::check_owner(&mut s, old),
+        Err(Error::Fenced { .. })
+    ));
+    fts_session::check_owner(&mut s, c).unwrap();
+}
+
+#[test]
+fn a_damaged_entry_is_skipped_then_reclaimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("d.img");
+    format_with(&p, 2, 600, 100);
+    let (mut s, mut lock) = open(&p);
+    let a = claim(&mut s, &mut lock, &id("a"), "srv", T).unwrap();
+    // Flip a bit in the middle of slot a's record.
+    let lb = s.geometry().pid_entry_lb(a.slot);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
+        let off = lb * fts_layout::LB as u64 + 100;
+        let mut byte = [0u8; 1];
+        f.read_exact_at(&mut byte, off).unwrap();
+        f.write_all_at(&[byte[0] ^ 0x10], off).unwrap();
+    }
+    assert!(matches!(s.read_slot(a.slot).unwrap(), Slot::Damaged { .. }));
+    // The table still reads; the damaged slot is left out.
+    assert_eq!(s.read_table().unwrap().len(), 1);
+    let mut reaper = Reaper::new(&s);
+    let first = reaper.scan(&mut s, &mut lock, T).unwrap();
+    assert!(
+        matches!(first.as_slice(), [Reaped::Damaged { slot, .. }] if *slot == a.slot),
+        "{first:?}"
+    );
+    let t0 = Instant::now();
+    let freed = loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let r = reaper.scan(&mut s, &mut lock, T).unwrap();
+        if let Some(f) = r.into_iter().find(|r| matches!(r, Reaped::Freed { .. })) {
+            break f;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "never freed");
+    };
+    assert!(
+        t0.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(freed.to_string().contains("damaged"), "{freed}");
+    let e = s.read_entry(a.slot).unwrap();
+    assert!(e.is_free());
+    assert!(e.pro_generation > a.generation, "{e:?}");
 }
 
 #[test]

@@ -9,12 +9,27 @@ mod common;
 use std::time::{Duration, Instant};
 
 use fts_blockdev::OpenOptions;
-use fts_layout::{Role, LEASE_ALIVE};
+use fts_layout::{PidEntry, Role, LEASE_ALIVE, PRO_FLAG_ALLOCATED};
 use fts_session::{read_lease, Claim, Error, Heartbeat, PeerWatch, Shared};
 use uuid::Uuid;
 
 fn shared(p: &std::path::Path) -> Shared {
     Shared::open(fts_blockdev::open(p.to_str().unwrap(), &OpenOptions::default()).unwrap()).unwrap()
+}
+
+/// Writes `claim` into its entry, as a claim would: a heartbeat beats only
+/// for a slot that is its own.
+fn own(s: &mut Shared, claim: Claim) -> Claim {
+    s.write_entry(&PidEntry {
+        pro_process_id: claim.slot,
+        pro_flag_process: PRO_FLAG_ALLOCATED,
+        pro_generation: claim.generation,
+        pro_requestor: "a".into(),
+        pro_requestee: "b".into(),
+        ..PidEntry::free(claim.slot)
+    })
+    .unwrap();
+    claim
 }
 
 const LEASE_MS: u32 = 400;
@@ -34,11 +49,14 @@ fn a_beating_peer_stays_alive_and_an_abandoned_one_dies() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("d.img");
     common::format_with(&p, 2, LEASE_MS, BEAT_MS);
-    let claim = Claim {
-        slot: 1,
-        generation: 1,
-    };
     let mut me = shared(&p);
+    let claim = own(
+        &mut me,
+        Claim {
+            slot: 1,
+            generation: 1,
+        },
+    );
     let hb = Heartbeat::start(&me, claim, Role::Initiator, Uuid::new_v4()).unwrap();
     let mut w = PeerWatch::new(&me, claim, Role::Initiator);
     watch_for(&mut me, &mut w, Duration::from_millis(3 * LEASE_MS as u64)).unwrap();
@@ -67,10 +85,13 @@ fn a_clean_stop_reads_as_closed_and_old_generations_never_count() {
     let p = dir.path().join("d.img");
     common::format_with(&p, 2, LEASE_MS, BEAT_MS);
     let mut me = shared(&p);
-    let old = Claim {
-        slot: 2,
-        generation: 1,
-    };
+    let old = own(
+        &mut me,
+        Claim {
+            slot: 2,
+            generation: 1,
+        },
+    );
     let hb = Heartbeat::start(&me, old, Role::Connector, Uuid::new_v4()).unwrap();
     // A watcher of generation 2 ignores generation 1's beats and times out.
     let mut w2 = PeerWatch::new(
@@ -90,23 +111,66 @@ fn a_clean_stop_reads_as_closed_and_old_generations_never_count() {
     assert!(matches!(err, Error::PeerClosed { slot: 2, .. }), "{err}");
 }
 
+/// A heartbeat whose slot is reclaimed (another generation claims it)
+/// stops at once and never writes the old generation's lease again.
+#[test]
+fn a_heartbeat_whose_slot_was_reclaimed_stops_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("d.img");
+    common::format_with(&p, 2, LEASE_MS, BEAT_MS);
+    let mut me = shared(&p);
+    let old = own(
+        &mut me,
+        Claim {
+            slot: 1,
+            generation: 1,
+        },
+    );
+    let hb = Heartbeat::start(&me, old, Role::Connector, Uuid::new_v4()).unwrap();
+    std::thread::sleep(Duration::from_millis(3 * BEAT_MS as u64));
+    assert!(!hb.fenced());
+    // The slot is reclaimed and a new connection writes its lease.
+    let new = own(
+        &mut me,
+        Claim {
+            slot: 1,
+            generation: 3,
+        },
+    );
+    let hb_new = Heartbeat::start(&me, new, Role::Connector, Uuid::new_v4()).unwrap();
+    let t0 = Instant::now();
+    while !hb.fenced() {
+        assert!(t0.elapsed() < Duration::from_secs(2), "never fenced");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // For many beats after that, the lease on the device is the new one's.
+    for _ in 0..10 {
+        let l = read_lease(&mut me, 1, Role::Connector).unwrap();
+        assert_eq!(
+            l.generation, 3,
+            "an old-generation lease was written: {l:?}"
+        );
+        std::thread::sleep(Duration::from_millis(BEAT_MS as u64));
+    }
+    assert!(matches!(hb.stop(), Err(Error::Fenced { slot: 1, .. })));
+    hb_new.stop().unwrap();
+}
+
 /// The fts check of the device stays clean with leases written.
 #[test]
 fn leases_keep_the_layout_consistent() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("d.img");
     common::format_with(&p, 2, LEASE_MS, BEAT_MS);
-    let me = shared(&p);
-    let hb = Heartbeat::start(
-        &me,
+    let mut me = shared(&p);
+    let claim = own(
+        &mut me,
         Claim {
             slot: 1,
-            generation: 0,
+            generation: 1,
         },
-        Role::Initiator,
-        Uuid::new_v4(),
-    )
-    .unwrap();
+    );
+    let hb = Heartbeat::start(&me, claim, Role::Initiator, Uuid::new_v4()).unwrap();
     hb.stop().unwrap();
     let bytes = std::fs::read(&p).unwrap();
     let g = me.geometry();

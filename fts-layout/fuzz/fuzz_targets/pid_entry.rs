@@ -1,7 +1,10 @@
 //! `PidEntry::decode` on arbitrary bytes, raw and behind a valid header.
+//! The body is `common::pid_entry`, which `tests/fuzz_regressions.rs` replays.
 #![no_main]
 
 #[path = "common.rs"]
 mod common;
 
-round_trip_target!(fts_layout::PidEntry, fts_layout::RecordKind::Pid);
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = common::pid_entry(data);
+});

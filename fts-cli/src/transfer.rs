@@ -3,8 +3,8 @@
 
 use std::io::{BufRead, IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -100,11 +100,84 @@ impl Ctx {
     }
 }
 
+/// The process's stop request: SIGINT, SIGTERM or SIGHUP raise `flag` and
+/// record which signal came in `signal`. A second signal while the first
+/// is still being handled ends the process at once (exit 130).
+struct Stop {
+    flag: Arc<AtomicBool>,
+    signal: Arc<AtomicUsize>,
+}
+
+impl Stop {
+    fn raised(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// The signal's name, e.g. "SIGINT".
+    fn name(&self) -> &'static str {
+        match i32::try_from(self.signal.load(Ordering::SeqCst)) {
+            Ok(signal_hook::consts::SIGINT) => "SIGINT",
+            Ok(signal_hook::consts::SIGTERM) => "SIGTERM",
+            Ok(signal_hook::consts::SIGHUP) => "SIGHUP",
+            _ => "a signal",
+        }
+    }
+
+    /// Only Ctrl-C (an interactive shell goes back to its prompt for it).
+    fn is_sigint(&self) -> bool {
+        self.signal.load(Ordering::SeqCst) == signal_hook::consts::SIGINT as usize
+    }
+
+    /// Handled: the next signal is a first one again.
+    fn clear(&self) {
+        self.flag.store(false, Ordering::SeqCst);
+        self.signal.store(0, Ordering::SeqCst);
+    }
+
+    /// The error (exit 130) for `what` interrupted by the signal.
+    fn error(&self, what: &str) -> anyhow::Error {
+        fail(
+            Code::Interrupted,
+            format!("{what}: interrupted by {}", self.name()),
+        )
+    }
+}
+
+/// The stop request of this process, with its signal handlers installed on
+/// first use (by the connection commands).
+fn stop() -> &'static Stop {
+    static STOP: OnceLock<Stop> = OnceLock::new();
+    STOP.get_or_init(|| {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let stop = Stop {
+            flag: Arc::new(AtomicBool::new(false)),
+            signal: Arc::new(AtomicUsize::new(0)),
+        };
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            // The order matters: the shutdown check runs before this
+            // signal raises the flag, so only a second signal exits.
+            let r = signal_hook::flag::register_conditional_shutdown(sig, 130, stop.flag.clone())
+                .and_then(|_| {
+                    signal_hook::flag::register_usize(sig, stop.signal.clone(), sig as usize)
+                })
+                .and_then(|_| signal_hook::flag::register(sig, stop.flag.clone()));
+            if let Err(e) = r {
+                eprintln!("fts: warning: cannot install a handler for signal {sig}: {e}");
+            }
+        }
+        stop
+    })
+}
+
+/// `open server`, `f`, `close`, with this process's stop request; `what`
+/// names the command in an interruption's message.
 fn with_client<R>(
     ctx: &Ctx,
     server: &str,
+    what: &str,
     f: impl FnOnce(&mut Client<'_>) -> Result<R, fts_session::Error>,
 ) -> Result<R> {
+    let stop = stop();
     let me = Identity::unix(&ctx.name)?;
     let mut opened = ctx.open(&me)?;
     let mut lock = (opened.locks)()?;
@@ -113,14 +186,14 @@ fn with_client<R>(
         connect: ctx.connect_timeout,
         lock: Ctx::lock_timeout(shared),
     };
-    Ok(fts_session::with_client(
-        shared,
-        lock.as_mut(),
-        &me,
-        server,
-        t,
-        f,
-    )?)
+    match fts_session::with_client(shared, lock.as_mut(), &me, server, t, &stop.flag, f) {
+        Ok(r) => Ok(r),
+        // The temporary is gone (a --resume partial kept), the lease is
+        // closed and the entry freed: exit 130.
+        Err(fts_session::Error::Interrupted) => Err(stop.error(what)),
+        Err(e) if stop.raised() => Err(stop.error(&format!("{what}: {e}"))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `fts hold-lock SECONDS`.
@@ -158,23 +231,80 @@ pub fn hold_lock(ctx: &Ctx, seconds: f64) -> Result<()> {
     Ok(())
 }
 
-/// `fts serve`.
-pub fn serve(ctx: &Ctx, root: &Path) -> Result<()> {
+/// `--max-partial-age`: seconds, or a number with a unit `s`, `m`, `h`,
+/// `d` (e.g. `90m`, `24h`), up to 100 years.
+pub fn parse_age(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not an age such as 3600, 90m, 24h or 7d"))?;
+    let unit_secs = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown unit {other:?} in {s:?}: use s, m, h or d")),
+    };
+    let secs = n
+        .checked_mul(unit_secs)
+        .filter(|&v| v <= 100 * 365 * 86_400)
+        .ok_or_else(|| format!("{s:?} is longer than 100 years"))?;
+    Ok(Duration::from_secs(secs))
+}
+
+/// `fts serve`. SIGINT, SIGTERM or SIGHUP stop it gracefully: no new
+/// connections; each open one ends at once (its client is told through its
+/// lease), with its temporary removed and its entry freed; exit 130.
+pub fn serve(ctx: &Ctx, root: &Path, max_partial_age: Duration) -> Result<()> {
+    let stop = stop();
+    let root = match std::fs::canonicalize(root) {
+        Ok(r) if r.is_dir() => r,
+        Ok(_) => {
+            return Err(fail(
+                Code::Usage,
+                format!("--root {}: not a directory", root.display()),
+            ))
+        }
+        Err(e) => return Err(fail(Code::Usage, format!("--root {}: {e}", root.display()))),
+    };
     let me = Identity::unix(&ctx.name)?;
     let mut opened = ctx.open(&me)?;
     let locks = Arc::clone(&opened.locks);
     let shared = &mut opened.shared;
-    let lt = Ctx::lock_timeout(shared);
-    let stop = AtomicBool::new(false);
+    let opts = fts_session::ServeOptions {
+        root,
+        lock_timeout: Ctx::lock_timeout(shared),
+        max_partial_age,
+    };
     eprintln!(
         "fts: serving as {:?} on {} from {}",
         ctx.name,
         ctx.device,
-        root.display()
+        opts.root.display()
     );
     let log = |m: String| eprintln!("fts: {m}");
-    fts_session::serve(shared, locks, &me, root, lt, &stop, &log)?;
+    fts_session::serve(shared, locks, &me, &opts, &stop.flag, &log)?;
+    if stop.raised() {
+        return Err(stop.error(&format!("server {:?}", ctx.name)));
+    }
     Ok(())
+}
+
+/// How a copy went, for the summary line: size, time, and for a resumed
+/// transfer where it started and how much was sent.
+fn summary(what: &str, t: &fts_session::Transferred, secs: f64) -> String {
+    let mut line = format!("{what}: {} in {secs:.3}s", human(t.size));
+    if t.offset > 0 {
+        line.push_str(&format!(
+            " (resumed at byte {}, {} bytes sent)",
+            t.offset, t.sent
+        ));
+    }
+    line
 }
 
 /// Runs one file copy on a fresh connection and reports size and time.
@@ -183,14 +313,27 @@ fn timed_copy(
     server: &str,
     text: bool,
     what: String,
-    copy: impl FnOnce(&mut Client<'_>) -> Result<u64, fts_session::Error>,
+    copy: impl FnOnce(&mut Client<'_>) -> Result<fts_session::Transferred, fts_session::Error>,
 ) -> Result<()> {
     let t = Instant::now();
-    let n = with_client(ctx, server, |c| {
+    let done = with_client(ctx, server, &what, |c| {
         c.set_text(text);
         copy(c)
     })?;
-    eprintln!("{what}: {} in {:.3}s", human(n), t.elapsed().as_secs_f64());
+    eprintln!("{}", summary(&what, &done, t.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+/// Refuses what cannot work before connecting: `--resume` with `--text`, a
+/// LOCAL that is not a regular file or is the shared device.
+fn precheck(ctx: &Ctx, local: &Path, writing: bool, text: bool, resume: bool) -> Result<()> {
+    if resume && text {
+        return Err(fail(
+            Code::Usage,
+            "--resume works in binary mode only (not with --text)",
+        ));
+    }
+    fts_session::check_local(local, &ctx.device, writing)?;
     Ok(())
 }
 
@@ -200,11 +343,12 @@ pub fn put(
     server: &str,
     local: &Path,
     remote: &str,
-    replace: bool,
+    opts: fts_session::CopyOptions,
     text: bool,
 ) -> Result<()> {
+    precheck(ctx, local, false, text, opts.resume)?;
     let what = format!("put {} -> {server}:{remote}", local.display());
-    timed_copy(ctx, server, text, what, |c| c.put(local, remote, replace))
+    timed_copy(ctx, server, text, what, |c| c.put(local, remote, opts))
 }
 
 /// `fts get SERVER REMOTE LOCAL`.
@@ -213,11 +357,12 @@ pub fn get(
     server: &str,
     remote: &str,
     local: &Path,
-    replace: bool,
+    opts: fts_session::CopyOptions,
     text: bool,
 ) -> Result<()> {
+    precheck(ctx, local, true, text, opts.resume)?;
     let what = format!("get {server}:{remote} -> {}", local.display());
-    timed_copy(ctx, server, text, what, |c| c.get(remote, local, replace))
+    timed_copy(ctx, server, text, what, |c| c.get(remote, local, opts))
 }
 
 fn print_listing(entries: &[fts_session::DirEntry]) {
@@ -239,21 +384,83 @@ fn print_listing(entries: &[fts_session::DirEntry]) {
 
 /// `fts dir SERVER [PATH]`.
 pub fn dir(ctx: &Ctx, server: &str, path: Option<&str>) -> Result<()> {
-    let entries = with_client(ctx, server, |c| c.dir(path))?;
+    let what = format!("dir {server}:{}", path.unwrap_or(""));
+    let entries = with_client(ctx, server, &what, |c| c.dir(path))?;
     print_listing(&entries);
     Ok(())
 }
 
-const HELP: &str = "commands: open SERVER | get REMOTE [LOCAL] | put LOCAL [REMOTE] | replace | dir [PATH] | cd DIR | \
+const HELP: &str = "commands: open SERVER | get REMOTE [LOCAL] | put LOCAL [REMOTE] | \
+reget REMOTE [LOCAL] | reput LOCAL [REMOTE] | replace | dir [PATH] | cd DIR | \
 lcd DIR | pwd | text | binary | close | quit | help";
+
+/// Lines of standard input, read on a thread of their own so that the
+/// shell notices a signal while it waits for input.
+struct Lines {
+    rx: mpsc::Receiver<std::io::Result<String>>,
+}
+
+/// Why [`Lines::next`] returned no line.
+enum NoLine {
+    /// End of input.
+    Eof,
+    /// A signal came while waiting.
+    Stopped,
+    /// Reading failed.
+    Io(std::io::Error),
+}
+
+impl Lines {
+    fn spawn() -> Lines {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { rx }
+    }
+
+    fn next(&self, stop: &Stop) -> Result<String, NoLine> {
+        loop {
+            if stop.raised() {
+                return Err(NoLine::Stopped);
+            }
+            match self.rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(Ok(line)) => return Ok(line),
+                Ok(Err(e)) => return Err(NoLine::Io(e)),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(NoLine::Eof),
+            }
+        }
+    }
+}
+
+/// What a new connection of the shell restores after an interrupted one:
+/// the remote directory and the transfer mode.
+#[derive(Debug, Default, Clone)]
+struct Carry {
+    cwd: Option<String>,
+    text: bool,
+}
 
 /// `fts shell [SERVER]`: Appendix A interactively, or a script on stdin
 /// (stops at the first error with a non-zero exit).
+///
+/// Ctrl-C in an interactive shell abandons the command under way (its
+/// temporary removed, a `reget`/`reput` partial kept), closes that
+/// connection cleanly, opens a new one to the same server (same remote
+/// directory and mode) and returns to the prompt; at an idle prompt it is
+/// ignored. SIGTERM or SIGHUP, or Ctrl-C of a script, close the connection
+/// and exit 130.
 pub fn shell(ctx: &Ctx, server: Option<&str>) -> Result<()> {
-    let stdin = std::io::stdin();
-    let interactive = stdin.is_terminal();
-    let mut lines = stdin.lock().lines();
+    let stop = stop();
+    let interactive = std::io::stdin().is_terminal();
+    let lines = Lines::spawn();
     let mut pending_open = server.map(str::to_string);
+    let mut carry = Carry::default();
     let mut lcd: PathBuf = std::env::current_dir()?;
     let prompt = |p: &str| {
         if interactive {
@@ -261,19 +468,38 @@ pub fn shell(ctx: &Ctx, server: Option<&str>) -> Result<()> {
             let _ = std::io::stdout().flush();
         }
     };
+    // A signal at an idle prompt: Ctrl-C is ignored interactively,
+    // anything else ends the shell.
+    let idle_signal = || -> Result<()> {
+        if interactive && stop.is_sigint() {
+            stop.clear();
+            println!();
+            Ok(())
+        } else {
+            Err(stop.error("shell"))
+        }
+    };
     loop {
         let target = match pending_open.take() {
             Some(s) => s,
             None => {
                 prompt("fts");
-                let Some(line) = lines.next() else {
-                    return Ok(());
+                let line = match lines.next(stop) {
+                    Ok(l) => l,
+                    Err(NoLine::Eof) => return Ok(()),
+                    Err(NoLine::Stopped) => {
+                        idle_signal()?;
+                        continue;
+                    }
+                    Err(NoLine::Io(e)) => return Err(e.into()),
                 };
-                let line = line?;
                 let words: Vec<&str> = line.split_whitespace().collect();
                 match words.as_slice() {
                     [] => continue,
-                    ["open", s] => s.to_string(),
+                    ["open", s] => {
+                        carry = Carry::default();
+                        s.to_string()
+                    }
                     ["quit"] | ["bye"] | ["exit"] => return Ok(()),
                     ["help"] => {
                         println!("{HELP}");
@@ -299,15 +525,36 @@ pub fn shell(ctx: &Ctx, server: Option<&str>) -> Result<()> {
         };
         let mut quit = false;
         let mut failure: Option<anyhow::Error> = None;
-        let r = with_client(ctx, &target, |c| {
+        let mut signalled = false;
+        let what = format!("shell connection to {target}");
+        let r = with_client(ctx, &target, &what, |c| {
             println!("connected to {target}");
+            c.set_text(carry.text);
+            if let Some(dir) = carry.cwd.clone() {
+                carry.cwd = Some(c.cd(&dir)?);
+            }
             loop {
                 prompt(&target);
-                let Some(line) = lines.next() else {
-                    quit = true;
-                    return Ok(());
+                let line = match lines.next(stop) {
+                    Ok(l) => l,
+                    Err(NoLine::Eof) => {
+                        quit = true;
+                        return Ok(());
+                    }
+                    Err(NoLine::Stopped) if interactive && stop.is_sigint() => {
+                        stop.clear();
+                        println!();
+                        continue;
+                    }
+                    // Close cleanly, then exit 130.
+                    Err(NoLine::Stopped) => {
+                        signalled = true;
+                        return Ok(());
+                    }
+                    Err(NoLine::Io(e)) => {
+                        return Err(fts_session::Error::Protocol(format!("stdin: {e}")))
+                    }
                 };
-                let line = line.map_err(|e| fts_session::Error::Protocol(format!("stdin: {e}")))?;
                 let words: Vec<&str> = line.split_whitespace().collect();
                 let local = |p: &str| lcd.join(p);
                 let base = |p: &str| {
@@ -316,6 +563,13 @@ pub fn shell(ctx: &Ctx, server: Option<&str>) -> Result<()> {
                         .map(|n| n.to_string_lossy().into_owned())
                         .unwrap_or_else(|| p.to_string())
                 };
+                let plain = fts_session::CopyOptions::default();
+                let resume = fts_session::CopyOptions {
+                    resume: true,
+                    ..plain
+                };
+                let sent = |t: fts_session::Transferred| shell_summary("sent", &t);
+                let received = |t: fts_session::Transferred| shell_summary("received", &t);
                 let res: Result<(), fts_session::Error> = match words.as_slice() {
                     [] => Ok(()),
                     ["close"] => return Ok(()),
@@ -333,27 +587,28 @@ pub fn shell(ctx: &Ctx, server: Option<&str>) -> Result<()> {
                     }
                     ["text"] | ["ascii"] => {
                         c.set_text(true);
+                        carry.text = true;
                         Ok(())
                     }
                     ["binary"] => {
                         c.set_text(false);
+                        carry.text = false;
                         Ok(())
                     }
-                    ["get", r] => c
-                        .get(r, &local(&base(r)), false)
-                        .map(|n| println!("received {n} bytes")),
-                    ["get", r, l] => c
-                        .get(r, &local(l), false)
-                        .map(|n| println!("received {n} bytes")),
-                    ["put", l] => c
-                        .put(&local(l), &base(l), false)
-                        .map(|n| println!("sent {n} bytes")),
-                    ["put", l, r] => c
-                        .put(&local(l), r, false)
-                        .map(|n| println!("sent {n} bytes")),
+                    ["get", r] => c.get(r, &local(&base(r)), plain).map(received),
+                    ["get", r, l] => c.get(r, &local(l), plain).map(received),
+                    ["reget", r] => c.get(r, &local(&base(r)), resume).map(received),
+                    ["reget", r, l] => c.get(r, &local(l), resume).map(received),
+                    ["put", l] => c.put(&local(l), &base(l), plain).map(sent),
+                    ["put", l, r] => c.put(&local(l), r, plain).map(sent),
+                    ["reput", l] => c.put(&local(l), &base(l), resume).map(sent),
+                    ["reput", l, r] => c.put(&local(l), r, resume).map(sent),
                     ["dir"] | ["ls"] => c.dir(None).map(|e| print_listing(&e)),
                     ["dir", p] | ["ls", p] => c.dir(Some(p)).map(|e| print_listing(&e)),
-                    ["cd", d] => c.cd(d).map(|p| println!("{p}")),
+                    ["cd", d] => c.cd(d).map(|p| {
+                        println!("{p}");
+                        carry.cwd = Some(p);
+                    }),
                     ["pwd"] => c.pwd().map(|p| println!("{p}")),
                     ["lcd", d] => {
                         lcd = lcd.join(d);
@@ -370,6 +625,7 @@ pub fn shell(ctx: &Ctx, server: Option<&str>) -> Result<()> {
                         e,
                         fts_session::Error::Remote { .. }
                             | fts_session::Error::LocalExists { .. }
+                            | fts_session::Error::LocalRefused { .. }
                             | fts_session::Error::Local { .. }
                             | fts_session::Error::Protocol(_)
                     );
@@ -386,7 +642,25 @@ pub fn shell(ctx: &Ctx, server: Option<&str>) -> Result<()> {
                 }
             }
         });
-        r?;
+        match r {
+            Ok(()) => {}
+            // Ctrl-C in an interactive shell: the connection was closed
+            // cleanly; open a new one and go back to the prompt.
+            Err(e)
+                if interactive
+                    && stop.is_sigint()
+                    && crate::exit::code_of(&e) == Code::Interrupted =>
+            {
+                eprintln!("fts: {e}; reconnecting to {target}");
+                stop.clear();
+                pending_open = Some(target);
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        if signalled {
+            return Err(stop.error("shell"));
+        }
         if let Some(e) = failure {
             return Err(e);
         }
@@ -396,16 +670,43 @@ pub fn shell(ctx: &Ctx, server: Option<&str>) -> Result<()> {
     }
 }
 
+/// The shell's line for a put or get: `sent N bytes`, and where a resumed
+/// transfer started.
+fn shell_summary(verb: &str, t: &fts_session::Transferred) {
+    if t.offset > 0 {
+        println!(
+            "{verb} {} bytes (resumed at byte {} of {})",
+            t.sent, t.offset, t.size
+        );
+    } else {
+        println!("{verb} {} bytes", t.sent);
+    }
+}
+
 /// `fts status`: the Process Id Table as an operator sees it.
 pub fn status(ctx: &Ctx, json: bool) -> Result<()> {
     let mut shared = ctx.shared()?;
-    let table = shared.read_table()?;
+    let slots = shared.read_slots()?;
+    let lease_timeout = Duration::from_millis(u64::from(shared.mcb().lease_timeout_ms));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0);
+    let secs = |ns: u64| (now.saturating_sub(ns) as f64 / 1e8).round() / 10.0;
     let mut rows = Vec::new();
-    for e in table.iter().filter(|e| !e.is_free()) {
+    for slot in &slots {
+        let e = match slot {
+            fts_session::Slot::Entry(e) if e.is_free() => continue,
+            fts_session::Slot::Entry(e) => e,
+            fts_session::Slot::Damaged { slot, error, .. } => {
+                rows.push(serde_json::json!({
+                    "slot": slot, "state": "damaged", "problem": error.to_string(),
+                    "requestor": "", "requestee": "", "generation": null, "age_s": null,
+                    "leases": {}, "dead": true,
+                }));
+                continue;
+            }
+        };
         let state = if e.is_refused() {
             "refused"
         } else if e.is_processing() {
@@ -413,37 +714,95 @@ pub fn status(ctx: &Ctx, json: bool) -> Result<()> {
         } else {
             "requested"
         };
-        let age = now.saturating_sub(e.pro_alloc_time) as f64 / 1e9;
+        // Lease ages compare the writer's wall clock with ours: a hint for
+        // people; fts itself judges liveness by counters on its own clock.
+        let mut leases = serde_json::Map::new();
+        let mut alive = false;
+        for role in fts_layout::Role::BOTH {
+            let v = match fts_session::read_lease(&mut shared, e.pro_process_id, role) {
+                Ok(l) if l.generation == e.pro_generation => {
+                    let age = secs(l.timestamp);
+                    let open = l.state == fts_layout::LEASE_ALIVE;
+                    alive |= open && age <= lease_timeout.as_secs_f64();
+                    serde_json::json!({
+                        "state": if open { "alive" } else { "closed" },
+                        "counter": l.counter, "age_s": age,
+                    })
+                }
+                _ => serde_json::Value::Null,
+            };
+            leases.insert(role.to_string(), v);
+        }
         rows.push(serde_json::json!({
             "slot": e.pro_process_id, "requestor": e.pro_requestor, "requestee": e.pro_requestee,
-            "state": state, "generation": e.pro_generation, "age_s": (age * 10.0).round() / 10.0,
+            "state": state, "generation": e.pro_generation, "age_s": secs(e.pro_alloc_time),
+            "leases": leases, "dead": !alive,
         }));
     }
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "connections": rows, "max_connections": table.len() })
-            )?
+            serde_json::to_string_pretty(&serde_json::json!({
+                "connections": rows,
+                "max_connections": slots.len(),
+                "lease_timeout_s": lease_timeout.as_secs_f64(),
+            }))?
         );
     } else {
         println!(
-            "{:>5}  {:<32} {:<32} {:<10} {:>8}",
-            "slot", "requestor", "requestee", "state", "age"
+            "{:>5}  {:<32} {:<32} {:<10} {:>8} {:>10} {:>10}",
+            "slot", "requestor", "requestee", "state", "age", "lease ini", "lease con"
         );
+        let lease = |r: &serde_json::Value, role: &str| match &r["leases"][role] {
+            serde_json::Value::Null => "-".to_string(),
+            l if l["state"] == "closed" => "closed".to_string(),
+            l => format!("{}s", l["age_s"]),
+        };
         for r in &rows {
-            println!(
-                "{:>5}  {:<32} {:<32} {:<10} {:>7}s",
-                r["slot"],
-                r["requestor"].as_str().unwrap_or(""),
-                r["requestee"].as_str().unwrap_or(""),
-                r["state"].as_str().unwrap_or(""),
-                r["age_s"]
+            let text = |k: &str| printable(r[k].as_str().unwrap_or(""));
+            let mut line = format!(
+                "{:>5}  {:<32} {:<32} {:<10} {:>7}s {:>10} {:>10}",
+                r["slot"].to_string(),
+                text("requestor"),
+                text("requestee"),
+                text("state"),
+                r["age_s"].to_string(),
+                lease(r, "initiator"),
+                lease(r, "connector"),
             );
+            if r["state"] == "damaged" {
+                line = format!(
+                    "{:>5}  damaged: {}",
+                    r["slot"].to_string(),
+                    printable(r["problem"].as_str().unwrap_or(""))
+                );
+            } else if r["dead"] == true {
+                line.push_str("  DEAD? (no live lease; reclaimed after a lease timeout)");
+            }
+            println!("{line}");
         }
-        println!("{} of {} connections in use", rows.len(), table.len());
+        println!(
+            "{} of {} connections in use (lease timeout {:.1}s; lease ages use the writers' clocks)",
+            rows.len(),
+            slots.len(),
+            lease_timeout.as_secs_f64()
+        );
     }
     Ok(())
+}
+
+/// `s` with control characters (terminal escapes among them) shown as
+/// `\u{..}`, so a name from another host cannot reach the terminal.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                format!("\\u{{{:x}}}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 struct Child(std::process::Child);
@@ -498,12 +857,13 @@ pub fn demo(size: u64) -> Result<()> {
         destage_off: false,
     };
     let back = client_dir.join("payload.back");
-    let (tput, tget) = with_client(&ctx, "demo-server", |c| {
+    let (tput, tget) = with_client(&ctx, "demo-server", "demo", |c| {
+        let plain = fts_session::CopyOptions::default();
         let t = Instant::now();
-        c.put(&src, "payload.bin", false)?;
+        c.put(&src, "payload.bin", plain)?;
         let tput = t.elapsed();
         let t = Instant::now();
-        c.get("payload.bin", &back, false)?;
+        c.get("payload.bin", &back, plain)?;
         Ok((tput, t.elapsed()))
     })?;
     let stored = std::fs::read(server_root.join("payload.bin"))?;

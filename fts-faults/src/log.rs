@@ -38,6 +38,23 @@ pub enum Injected {
     Dead,
 }
 
+impl Injected {
+    /// The OS error number the operation failed with, if it failed: the
+    /// rule's for [`Injected::Failed`], `EIO` for crashes, refusals after
+    /// a crash and torn writes that end in an error.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Injected::Failed { errno } => Some(*errno),
+            Injected::Crashed | Injected::Dead => Some(libc::EIO),
+            Injected::Torn { then, .. } if *then != TornEnd::Silent => Some(libc::EIO),
+            Injected::Torn { .. }
+            | Injected::Delayed(_)
+            | Injected::Dropped
+            | Injected::Flipped { .. } => None,
+        }
+    }
+}
+
 impl fmt::Display for Injected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

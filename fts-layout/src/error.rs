@@ -230,13 +230,14 @@ pub enum GeometryError {
         devices: usize,
     },
     /// A device cannot even hold its control structures.
-    #[error("{} ({device_bytes} bytes) is too small to hold its control structures: data segments would start at byte {need_bytes}; use a larger device{}", device_label(*.device), if *.device == 0 { ", fewer connections or fewer ring entries" } else { "" })]
+    #[error("{} ({device_bytes} bytes) is too small to hold its control structures: they need {need_bytes} bytes{}; use a larger device{}", device_label(*.device), if *.device == 0 { " (with the backups at its end)" } else { "" }, if *.device == 0 { ", fewer connections or fewer ring entries" } else { "" })]
     DeviceTooSmall {
         /// Device index (0 = master).
         device: usize,
         /// Its size in bytes.
         device_bytes: u64,
-        /// Bytes needed before the first data segment.
+        /// Bytes the control structures need: up to the first data segment
+        /// (and, on a v1.1 master, the backups at its end).
         need_bytes: u64,
     },
     /// A device has fewer data segments than the rings assigned to it need.

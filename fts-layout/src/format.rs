@@ -10,8 +10,8 @@ use crate::records::{
     SdtEntry, Timeouts, SEC_FLAG_MASTER,
 };
 use crate::{
-    ENTRIES_PER_CHUNK, HW_ID_MAX, LB, LOCK_LB, MAX_DEVICES, MCB_LB, PATH_MAX, PID_ENTRY_LBS,
-    RECORD_SIZE, SDT_LB, ZERO_LB,
+    BACKUP_LBS, ENTRIES_PER_CHUNK, HW_ID_MAX, LB, LOCK_LB, MAX_DEVICES, MCB_LB, PATH_MAX,
+    PID_ENTRY_LBS, RECORD_SIZE, SDT_LB, ZERO_LB,
 };
 
 /// Largest write [`format_plan`] emits, in LBs (1 MiB).
@@ -139,65 +139,81 @@ impl FormatSpec {
     /// Contents of master LB `lb`, for `lb` from [`LOCK_LB`] to the end of
     /// the pointer tables.
     fn master_lb(&self, lb: u64, out: &mut [u8]) {
-        let g = &self.geometry;
+        if lb == SDT_LB {
+            out.copy_from_slice(&self.sdt_lb());
+        } else {
+            formatted_lb(&self.geometry, self.layout_id(), lb, out);
+        }
+    }
+
+    /// The Secondary Device Table LB (LB 7, and its backup).
+    fn sdt_lb(&self) -> Vec<u8> {
         let id = self.layout_id();
-        let mut put = |offset: usize, rec: &[u8; RECORD_SIZE]| {
-            if let Some(dst) = out.get_mut(offset..offset + RECORD_SIZE) {
-                dst.copy_from_slice(rec);
+        let mut out = vec![0u8; LB];
+        for i in 0..self.geometry.devices.len().min(MAX_DEVICES) {
+            out[i * RECORD_SIZE..(i + 1) * RECORD_SIZE]
+                .copy_from_slice(&self.sdt_entry(i).encode(Stamp::new(id, i as u32 + 1)));
+        }
+        out
+    }
+}
+
+/// Contents `format` gives master LB `lb` that depend only on the geometry
+/// and the layout id: the lock record (LB 6), the Process Id Table (free
+/// entries; leases with state 0 and empty command areas) and the pointer
+/// tables (generation 0, every entry's segment and size set, flags 0).
+/// Other LBs are left as they are in `out` (one LB).
+pub(crate) fn formatted_lb(g: &Geometry, layout_id: u64, lb: u64, out: &mut [u8]) {
+    let id = layout_id;
+    let mut put = |offset: usize, rec: &[u8; RECORD_SIZE]| {
+        if let Some(dst) = out.get_mut(offset..offset + RECORD_SIZE) {
+            dst.copy_from_slice(rec);
+        }
+    };
+    if lb == LOCK_LB {
+        put(0, &LockRecord::default().encode(Stamp::new(id, 0)));
+    } else if lb >= g.pit_ptr && lb < g.ptr_start {
+        let rel = lb - g.pit_ptr;
+        let slot = (rel / u64::from(PID_ENTRY_LBS)) as u32 + 1;
+        let stamp = Stamp::new(id, slot);
+        let role = match rel % u64::from(PID_ENTRY_LBS) {
+            0 => {
+                put(0, &PidEntry::free(slot).encode(stamp));
+                return;
             }
+            1 => Role::Initiator,
+            _ => Role::Connector,
         };
-        if lb == LOCK_LB {
-            put(0, &LockRecord::default().encode(Stamp::new(id, 0)));
-        } else if lb == SDT_LB {
-            for i in 0..g.devices.len().min(MAX_DEVICES) {
-                put(
-                    i * RECORD_SIZE,
-                    &self.sdt_entry(i).encode(Stamp::new(id, i as u32 + 1)),
-                );
+        put(0, &Lease::formatted(role).encode(stamp));
+        put(RECORD_SIZE, &CmdArea::default().encode(stamp));
+    } else if lb >= g.ptr_start && lb < g.control_end_lb() && g.ptr_table_lbs > 0 {
+        let rel = lb - g.ptr_start;
+        let t = rel / u64::from(g.ptr_table_lbs);
+        let slot = (t / 2) as u32 + 1;
+        let role = if t % 2 == 0 {
+            Role::Initiator
+        } else {
+            Role::Connector
+        };
+        let chunks_per_lb = (LB / RECORD_SIZE) as u64;
+        let first_chunk = (rel % u64::from(g.ptr_table_lbs)) * chunks_per_lb;
+        for (j, c) in (first_chunk..first_chunk + chunks_per_lb).enumerate() {
+            if c >= u64::from(g.chunks_per_table) {
+                break;
             }
-        } else if lb >= g.pit_ptr && lb < g.ptr_start {
-            let rel = lb - g.pit_ptr;
-            let slot = (rel / u64::from(PID_ENTRY_LBS)) as u32 + 1;
-            let stamp = Stamp::new(id, slot);
-            let role = match rel % u64::from(PID_ENTRY_LBS) {
-                0 => {
-                    put(0, &PidEntry::free(slot).encode(stamp));
-                    return;
-                }
-                1 => Role::Initiator,
-                _ => Role::Connector,
-            };
-            put(0, &Lease::formatted(role).encode(stamp));
-            put(RECORD_SIZE, &CmdArea::default().encode(stamp));
-        } else if lb >= g.ptr_start && lb < g.control_end_lb() && g.ptr_table_lbs > 0 {
-            let rel = lb - g.ptr_start;
-            let t = rel / u64::from(g.ptr_table_lbs);
-            let slot = (t / 2) as u32 + 1;
-            let role = if t % 2 == 0 {
-                Role::Initiator
-            } else {
-                Role::Connector
-            };
-            let chunks_per_lb = (LB / RECORD_SIZE) as u64;
-            let first_chunk = (rel % u64::from(g.ptr_table_lbs)) * chunks_per_lb;
-            for (j, c) in (first_chunk..first_chunk + chunks_per_lb).enumerate() {
-                if c >= u64::from(g.chunks_per_table) {
+            let mut chunk = PtrChunk::default();
+            for (k, e) in chunk.entries.iter_mut().enumerate() {
+                let entry = c * ENTRIES_PER_CHUNK as u64 + k as u64;
+                if entry >= u64::from(g.ring_entries) {
                     break;
                 }
-                let mut chunk = PtrChunk::default();
-                for (k, e) in chunk.entries.iter_mut().enumerate() {
-                    let entry = c * ENTRIES_PER_CHUNK as u64 + k as u64;
-                    if entry >= u64::from(g.ring_entries) {
-                        break;
-                    }
-                    *e = PtrEntry {
-                        ptr_process_segment_ptr: g.ring_segment(slot, role, entry as u32),
-                        ptr_process_blk_read: g.seg_lbs as u16,
-                        ..PtrEntry::default()
-                    };
-                }
-                put(j * RECORD_SIZE, &chunk.encode(Stamp::new(id, c as u32)));
+                *e = PtrEntry {
+                    ptr_process_segment_ptr: g.ring_segment(slot, role, entry as u32),
+                    ptr_process_blk_read: g.seg_lbs as u16,
+                    ..PtrEntry::default()
+                };
             }
+            put(j * RECORD_SIZE, &chunk.encode(Stamp::new(id, c as u32)));
         }
     }
 }
@@ -211,6 +227,10 @@ pub struct Write {
     pub lb: u64,
     /// The bytes, a multiple of [`LB`].
     pub data: Vec<u8>,
+    /// A commit point: every write before this one must be durable before
+    /// it is issued (flush every device), and it must be durable before the
+    /// next one (FUA). The backups and the master MCB are commit points.
+    pub barrier: bool,
 }
 
 /// The MCB `format` writes to LB 5 of `device` (0 = master).
@@ -250,6 +270,9 @@ pub fn mcb_for_device(spec: &FormatSpec, device: usize) -> Mcb {
         ptr_table_lbs: g.ptr_table_lbs,
         blk5_unix_filename: spec.paths.first().cloned().unwrap_or_default(),
         device_uuids,
+        blk5_minor_version: g.minor_version,
+        sdt_backup_ptr: g.sdt_backup_ptr,
+        mcb_backup_ptr: g.mcb_backup_ptr,
     }
 }
 
@@ -262,23 +285,41 @@ pub fn format_plan(spec: &FormatSpec) -> Vec<Write> {
 /// large layout are big). In order:
 ///
 /// 1. master LB 4-5 zeroed (LB 4 "as a precaution"; LB 5 so that an older
-///    MCB is invalid while the new layout is half written);
+///    MCB is invalid while the new layout is half written), and, in v1.1,
+///    the two backup LBs at the end of the master zeroed (so that the
+///    backups of an older layout are invalid too);
 /// 2. master LB 6 up to the end of the pointer tables: lock record, Secondary
 ///    Device Table, Process Id Table (free entries, leases with state 0,
 ///    empty command areas), every pointer table (generation 0, each entry
 ///    with `ptr_process_segment_ptr` and `ptr_process_blk_read` set, flags
 ///    0), in writes of at most [`MAX_WRITE_LBS`];
 /// 3. each secondary's LB 4-7: zero, its MCB copy, zero, zero;
-/// 4. last, the master MCB (LB 5), so a crash before it leaves no valid MCB.
+/// 4. in v1.1, the backups (one write of the last two LBs: the Secondary
+///    Device Table as in LB 7, then the MCB as in LB 5), a commit point;
+/// 5. last, the master MCB (LB 5), a commit point.
 ///
-/// The caller flushes between steps 3 and 4.
+/// No valid MCB, primary or backup, exists until everything it describes
+/// is durable: a crash before step 4 leaves no valid layout; a crash
+/// between steps 4 and 5 leaves a complete layout whose primary MCB is
+/// missing, which readers open through the backup (and `fts check
+/// --repair` completes). Writes marked [`Write::barrier`] need a flush of
+/// every device before them and FUA.
 pub fn format_writes(spec: &FormatSpec) -> impl Iterator<Item = Write> + '_ {
-    let control_end = spec.geometry.control_end_lb();
+    let g = &spec.geometry;
+    let control_end = g.control_end_lb();
+    let backups = g.has_backups().then_some(g.sdt_backup_ptr);
     let zero = core::iter::once(Write {
         device: 0,
         lb: ZERO_LB,
         data: vec![0; 2 * LB],
-    });
+        barrier: false,
+    })
+    .chain(backups.map(|lb| Write {
+        device: 0,
+        lb,
+        data: vec![0; BACKUP_LBS as usize * LB],
+        barrier: false,
+    }));
     let control = (LOCK_LB..control_end)
         .step_by(MAX_WRITE_LBS as usize)
         .map(move |start| {
@@ -291,6 +332,7 @@ pub fn format_writes(spec: &FormatSpec) -> impl Iterator<Item = Write> + '_ {
                 device: 0,
                 lb: start,
                 data,
+                barrier: false,
             }
         });
     let secondaries = (1..spec.geometry.devices.len().min(MAX_DEVICES)).map(move |d| {
@@ -300,6 +342,18 @@ pub fn format_writes(spec: &FormatSpec) -> impl Iterator<Item = Write> + '_ {
             device: d,
             lb: ZERO_LB,
             data,
+            barrier: false,
+        }
+    });
+    let backup = backups.into_iter().map(move |lb| {
+        let mut data = spec.sdt_lb();
+        data.resize(BACKUP_LBS as usize * LB, 0);
+        data[LB..LB + RECORD_SIZE].copy_from_slice(&mcb_for_device(spec, 0).encode());
+        Write {
+            device: 0,
+            lb,
+            data,
+            barrier: true,
         }
     });
     let master = core::iter::once_with(move || {
@@ -309,7 +363,11 @@ pub fn format_writes(spec: &FormatSpec) -> impl Iterator<Item = Write> + '_ {
             device: 0,
             lb: MCB_LB,
             data,
+            barrier: true,
         }
     });
-    zero.chain(control).chain(secondaries).chain(master)
+    zero.chain(control)
+        .chain(secondaries)
+        .chain(backup)
+        .chain(master)
 }

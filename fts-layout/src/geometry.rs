@@ -3,9 +3,9 @@
 use crate::error::{Error, GeometryError};
 use crate::records::{DeviceRole, Mcb, RecordKind, Role, SdtEntry, SEC_FLAG_MASTER};
 use crate::{
-    DEFAULT_BATCH, DEFAULT_MAX_CONNECTIONS, DEFAULT_RING_ENTRIES, DEFAULT_SEGMENT_BYTES,
-    ENTRIES_PER_CHUNK, LB, LOCK_LB, MAX_DEVICES, MCB_LB, PID_ENTRY_LBS, PIT_LB, RECORD_SIZE,
-    SDT_LB, SEG_HDR_SIZE, ZERO_LB,
+    BACKUP_LBS, DEFAULT_BATCH, DEFAULT_MAX_CONNECTIONS, DEFAULT_RING_ENTRIES,
+    DEFAULT_SEGMENT_BYTES, ENTRIES_PER_CHUNK, FORMAT_MINOR, LB, LOCK_LB, MAX_DEVICES, MCB_LB,
+    PID_ENTRY_LBS, PIT_LB, RECORD_SIZE, SDT_LB, SEG_HDR_SIZE, ZERO_LB,
 };
 
 /// Most LBs in a data segment (`ptr_process_blk_read` is a u16).
@@ -135,6 +135,25 @@ pub struct Geometry {
     pub devices: Vec<DeviceExtent>,
     /// Total data segments (`blk5_tot_seg_num`).
     pub tot_seg_num: u32,
+    /// Minor format version (`blk5_minor_version`): 0 for v1.0 (no
+    /// backups), [`FORMAT_MINOR`] for what `format` writes now.
+    pub minor_version: u32,
+    /// LB of the backup Secondary Device Table on the master
+    /// (`sdt_backup_ptr`); 0 in v1.0.
+    pub sdt_backup_ptr: u64,
+    /// LB of the backup Master Control Block on the master
+    /// (`mcb_backup_ptr`); 0 in v1.0.
+    pub mcb_backup_ptr: u64,
+}
+
+/// Where the backups of a v1.1 master of `device_bytes` bytes are: the LB
+/// of the backup Secondary Device Table (the last LB but one); the backup
+/// Master Control Block is the LB after it (the last). `None` if the device
+/// is too small to hold any layout. A reader whose primary MCB is damaged
+/// finds the backups here, from the device's current size.
+pub fn backups_at_end(device_bytes: u64) -> Option<u64> {
+    let lbs = device_bytes / LB64;
+    lbs.checked_sub(BACKUP_LBS).filter(|&lb| lb > SDT_LB)
 }
 
 /// Pointer tables whose rings are on device `d` of `n_dev` (tables `t` with
@@ -185,9 +204,20 @@ impl ControlLayout {
 }
 
 impl Geometry {
-    /// Computes the layout for `p` (FORMAT.md "Geometry rules"), or says why
-    /// it is refused, with the numbers and what to change.
+    /// Computes the layout for `p` (FORMAT.md "Geometry rules") in the
+    /// current minor version ([`FORMAT_MINOR`]), or says why it is refused,
+    /// with the numbers and what to change.
     pub fn compute(p: &GeometryParams) -> Result<Geometry, GeometryError> {
+        Self::compute_minor(p, FORMAT_MINOR)
+    }
+
+    /// [`Geometry::compute`] for minor version `minor`: 0 lays out v1.0
+    /// (data segments up to the end of the master, no backups), anything
+    /// else v1.1 (the last [`BACKUP_LBS`] LBs of the master hold the
+    /// backups, and data segments end before them).
+    pub fn compute_minor(p: &GeometryParams, minor: u32) -> Result<Geometry, GeometryError> {
+        let minor = minor.min(FORMAT_MINOR);
+        let backup_lbs = if minor >= 1 { BACKUP_LBS } else { 0 };
         if !(p.block_size.is_power_of_two() && (512..=4096).contains(&p.block_size)) {
             return Err(GeometryError::BlockSize {
                 block_size: p.block_size,
@@ -218,19 +248,19 @@ impl Geometry {
         let sizes = core::iter::once(p.master_bytes).chain(p.secondary_bytes.iter().copied());
         for (i, device_bytes) in sizes.enumerate() {
             let device_lbs = device_bytes / LB64;
-            let seg_start_lb = if i == 0 {
-                round_up(ctl.control_end, align)
+            let (seg_start_lb, tail) = if i == 0 {
+                (round_up(ctl.control_end, align), backup_lbs)
             } else {
-                round_up(8, align)
+                (round_up(8, align), 0)
             };
-            if device_lbs < seg_start_lb {
+            if device_lbs < seg_start_lb + tail {
                 return Err(GeometryError::DeviceTooSmall {
                     device: i,
                     device_bytes,
-                    need_bytes: seg_start_lb.saturating_mul(LB64),
+                    need_bytes: (seg_start_lb + tail).saturating_mul(LB64),
                 });
             }
-            let fit = (device_lbs - seg_start_lb) / seg_lbs;
+            let fit = (device_lbs - tail - seg_start_lb) / seg_lbs;
             let t = tables_on_device(i as u64, n_dev as u64, tables);
             let need = t * n;
             if fit < need {
@@ -244,6 +274,7 @@ impl Geometry {
                     fit,
                     need_bytes: seg_start_lb
                         .saturating_add(need.saturating_mul(seg_lbs))
+                        .saturating_add(tail)
                         .saturating_mul(LB64),
                 });
             }
@@ -263,6 +294,10 @@ impl Geometry {
         }
         let tot_seg_num =
             u32::try_from(total).map_err(|_| GeometryError::TooManySegments { total })?;
+        let sdt_backup_ptr = match devices.first() {
+            Some(m) if backup_lbs > 0 => m.device_lbs - BACKUP_LBS,
+            _ => 0,
+        };
         Ok(Geometry {
             block_size: p.block_size,
             seg_lbs: seg_lbs as u32,
@@ -277,7 +312,20 @@ impl Geometry {
             ptr_start: ctl.ptr_start,
             devices,
             tot_seg_num,
+            minor_version: minor,
+            sdt_backup_ptr,
+            mcb_backup_ptr: if sdt_backup_ptr > 0 {
+                sdt_backup_ptr + 1
+            } else {
+                0
+            },
         })
+    }
+
+    /// Whether this layout has backups of the MCB and the Secondary Device
+    /// Table (v1.1 and later).
+    pub fn has_backups(&self) -> bool {
+        self.minor_version >= 1 && self.sdt_backup_ptr > 0
     }
 
     /// Rebuilds the geometry from an MCB (master or a secondary copy) and the
@@ -425,6 +473,20 @@ impl Geometry {
                 ));
             }
         }
+        if self.has_backups() {
+            v.push(ext(
+                0,
+                "backup Secondary Device Table".into(),
+                self.sdt_backup_ptr,
+                1,
+            ));
+            v.push(ext(
+                0,
+                "backup Master Control Block".into(),
+                self.mcb_backup_ptr,
+                1,
+            ));
+        }
         for i in 1..self.devices.len() {
             v.push(ext(i, "LB 4 (zeroed)".into(), ZERO_LB, 1));
             v.push(ext(i, "Master Control Block copy".into(), MCB_LB, 1));
@@ -511,7 +573,7 @@ pub(crate) fn reconcile(mcb: &Mcb, sdt: &[SdtEntry]) -> Result<(Geometry, Vec<Mi
         ring_entries: mcb.blk5_maxptr,
         batch: mcb.blk5_ptr_seg_per_process,
     };
-    let g = Geometry::compute(&params)?;
+    let g = Geometry::compute_minor(&params, mcb.blk5_minor_version)?;
     let mut out = Vec::new();
     let mut m = |kind, index, field, offset, found: u64, expected: u64| {
         if found != expected {
@@ -573,6 +635,22 @@ pub(crate) fn reconcile(mcb: &Mcb, sdt: &[SdtEntry]) -> Result<(Geometry, Vec<Mi
         136,
         mcb.lock_record_ptr,
         g.lock_ptr,
+    );
+    m(
+        M,
+        0,
+        "sdt_backup_ptr",
+        440,
+        mcb.sdt_backup_ptr,
+        g.sdt_backup_ptr,
+    );
+    m(
+        M,
+        0,
+        "mcb_backup_ptr",
+        448,
+        mcb.mcb_backup_ptr,
+        g.mcb_backup_ptr,
     );
     m(
         M,

@@ -1,5 +1,5 @@
-//! The fts on-disk format, version 1: everything fts writes to a shared
-//! device, as pure codecs. `docs/FORMAT.md` is the normative description;
+//! The fts on-disk format, version 1 (minor versions 1.0 and 1.1):
+//! everything fts writes to a shared device, as pure codecs. `docs/FORMAT.md` is the normative description;
 //! this crate implements it byte for byte (the golden tests in
 //! `tests/golden.rs` pin it).
 //!
@@ -18,8 +18,10 @@
 //!   the disk ([`Geometry::from_mcb`]).
 //! - **Format plan**: every write `format` must do, in a crash-safe order
 //!   ([`format_plan`]).
-//! - **Checks**: fsck-style validation of bytes the caller has read
-//!   ([`check`]).
+//! - **Checks and repairs**: fsck-style validation of bytes the caller has
+//!   read, reading the MCB and the Secondary Device Table through their
+//!   backups when a primary is damaged, and the writes that mend what the
+//!   surviving copy and the geometry can rebuild ([`check`]).
 //!
 //! What it is not for: it does no I/O (no files, no devices, no clocks: the
 //! caller passes bytes, times and UUIDs in), no locking (`fts-lock`) and no
@@ -46,15 +48,23 @@
 //!     geometry,
 //! };
 //! spec.validate()?;
-//! // "Write" the plan to an in-memory master, then check it.
-//! let mut disk = vec![0u8; spec.geometry.control_end_lb() as usize * LB];
+//! // "Write" the plan to an in-memory master (its control area and the
+//! // backups at its end), then check it.
+//! let mut disk = check::MasterBytes::zeroed(&spec.geometry);
 //! for w in format_plan(&spec) {
-//!     let at = w.lb as usize * LB;
-//!     disk[at..at + w.data.len()].copy_from_slice(&w.data);
+//!     assert!(disk.write(w.lb, &w.data));
 //! }
-//! let (mcb, sdt, problems) = check::check_master(&disk, 64 << 20)?;
-//! assert!(problems.is_empty());
-//! assert_eq!(Geometry::from_mcb(&mcb, &sdt)?, spec.geometry);
+//! let checked = check::check_image(&disk.image(None))?;
+//! assert!(checked.problems.is_empty());
+//! assert_eq!(Geometry::from_mcb(&checked.mcb, &checked.sdt)?, spec.geometry);
+//!
+//! // Zero the Master Control Block: the backup stands in, and the repair
+//! // plan rewrites it.
+//! disk.write(fts_layout::MCB_LB, &[0u8; LB]);
+//! let checked = check::check_image(&disk.image(None))?;
+//! assert_eq!(checked.damaged.len(), 1);
+//! disk.apply(&check::repair_plan(&disk.image(None), &[])?);
+//! assert!(check::check_image(&disk.image(None))?.problems.is_empty());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -74,8 +84,8 @@ pub use codec::{crc32c_record, layout_id_of, validate_name, validate_path, Expec
 pub use error::{Error, GeometryError};
 pub use format::{format_plan, format_writes, mcb_for_device, FormatSpec, Write, MAX_WRITE_LBS};
 pub use geometry::{
-    chunk_of_entry, DeviceExtent, Extent, Geometry, GeometryParams, MAX_CONNECTIONS,
-    MAX_RING_ENTRIES, MAX_SEG_LBS, MIN_RING_ENTRIES,
+    backups_at_end, chunk_of_entry, DeviceExtent, Extent, Geometry, GeometryParams,
+    MAX_CONNECTIONS, MAX_RING_ENTRIES, MAX_SEG_LBS, MIN_RING_ENTRIES,
 };
 pub use records::{
     CmdArea, DeviceRole, Lease, LockRecord, Mcb, OsType, PidEntry, PtrChunk, PtrEntry, RecordKind,
@@ -103,6 +113,14 @@ pub const PTR_ENTRY_SIZE: usize = 32;
 pub const MAX_DEVICES: usize = 8;
 /// The format version every record carries (the patent's `blk5_version`).
 pub const FORMAT_VERSION: u16 = 1;
+/// The minor format version `format` writes (`blk5_minor_version` in the
+/// MCB): 1 = v1.1, which adds the backups of the MCB and the Secondary
+/// Device Table at the end of the master. Readers read 0 (v1.0) and 1.
+pub const FORMAT_MINOR: u32 = 1;
+/// LBs at the end of a v1.1 master that hold the backups: the backup
+/// Secondary Device Table (the last LB but one) and the backup MCB (the
+/// last LB).
+pub const BACKUP_LBS: u64 = 2;
 /// Longest process name (`pro_requestor`, `pro_requestee`, `holder_name`), in bytes.
 pub const NAME_MAX: usize = 32;
 /// Longest path (`blk5_unix_filename`, `sec_path`), in bytes.

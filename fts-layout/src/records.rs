@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::wire;
 use crate::{
     DEFAULT_HEARTBEAT_MS, DEFAULT_IO_TIMEOUT_MS, DEFAULT_LEASE_TIMEOUT_MS, DEFAULT_LOCK_TIMEOUT_MS,
-    ENTRIES_PER_CHUNK, MAX_DEVICES, RECORD_SIZE, SEG_HDR_SIZE,
+    ENTRIES_PER_CHUNK, FORMAT_MINOR, MAX_DEVICES, RECORD_SIZE, SEG_HDR_SIZE,
 };
 
 /// The kinds of record, each with its magic.
@@ -229,6 +229,17 @@ pub struct Mcb {
     pub blk5_unix_filename: String,
     /// `device_uuids` (fts): `blk5_device_uuid` of Secondary Device Table entries 1.. (length = `blk5_secondary_device_entrynum`).
     pub device_uuids: Vec<Uuid>,
+    /// `blk5_minor_version` (fts): minor format version, 0 (v1.0: no
+    /// backups) or 1 (v1.1: backups of the MCB and SDT at the end of the
+    /// master). Readers refuse a minor version newer than
+    /// [`crate::FORMAT_MINOR`].
+    pub blk5_minor_version: u32,
+    /// `sdt_backup_ptr` (fts, v1.1): LB of the backup Secondary Device Table
+    /// on the master (the last LB but one); 0 in v1.0.
+    pub sdt_backup_ptr: u64,
+    /// `mcb_backup_ptr` (fts, v1.1): LB of the backup Master Control Block
+    /// on the master (its last LB); 0 in v1.0.
+    pub mcb_backup_ptr: u64,
 }
 
 impl Mcb {
@@ -265,6 +276,9 @@ impl Mcb {
         for (slot, u) in w.device_uuids.iter_mut().zip(&self.device_uuids) {
             *slot = u.into_bytes();
         }
+        w.blk5_minor_version = U32::new(self.blk5_minor_version);
+        w.sdt_backup_ptr = U64::new(self.sdt_backup_ptr);
+        w.mcb_backup_ptr = U64::new(self.mcb_backup_ptr);
         seal(zerocopy::transmute!(w))
     }
 
@@ -272,7 +286,8 @@ impl Mcb {
     /// 512 bytes of `buf`. Besides the common header it checks its own
     /// consistency: header `layout_id` = that of `blk5_layout_uuid`, index
     /// 0, a known `blk5_id`, `blk5_secondary_device_entrynum` in 1..=8,
-    /// `blk5_dev_id` within it, unused `device_uuids` slots zero.
+    /// `blk5_dev_id` within it, unused `device_uuids` slots zero, and a
+    /// `blk5_minor_version` no newer than [`crate::FORMAT_MINOR`].
     pub fn decode(buf: &[u8]) -> Result<Mcb, Error> {
         const K: RecordKind = RecordKind::Mcb;
         let (rec, hdr) = open(
@@ -317,6 +332,16 @@ impl Mcb {
                 format!("{dev_id} is not in 1..={entrynum}"),
             ));
         }
+        let minor = w.blk5_minor_version.get();
+        if minor > FORMAT_MINOR {
+            return Err(bad(
+                K,
+                "blk5_minor_version",
+                format!(
+                    "format v1.{minor} is newer than this fts reads (v1.0 to v1.{FORMAT_MINOR}); use a newer fts"
+                ),
+            ));
+        }
         if w.device_uuids[n..]
             .iter()
             .any(|u| u.iter().any(|&b| b != 0))
@@ -357,6 +382,9 @@ impl Mcb {
                 .iter()
                 .map(|b| Uuid::from_bytes(*b))
                 .collect(),
+            blk5_minor_version: minor,
+            sdt_backup_ptr: w.sdt_backup_ptr.get(),
+            mcb_backup_ptr: w.mcb_backup_ptr.get(),
         })
     }
 

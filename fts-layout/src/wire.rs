@@ -50,7 +50,11 @@ pub(crate) struct Mcb {
     pub ptr_table_lbs: U32,
     pub blk5_unix_filename: [u8; 128],
     pub device_uuids: [[u8; 16]; 8],
-    pub reserved: [u8; 80],
+    pub blk5_minor_version: U32,
+    pub reserved0: U32,
+    pub sdt_backup_ptr: U64,
+    pub mcb_backup_ptr: U64,
+    pub reserved: [u8; 56],
 }
 const _: () = assert!(size_of::<Mcb>() == 512);
 const _: () = assert!(offset_of!(Mcb, blk5_dev_id) == 64);
@@ -59,7 +63,10 @@ const _: () = assert!(offset_of!(Mcb, lock_record_ptr) == 136);
 const _: () = assert!(offset_of!(Mcb, device_bytes) == 160);
 const _: () = assert!(offset_of!(Mcb, blk5_unix_filename) == 176);
 const _: () = assert!(offset_of!(Mcb, device_uuids) == 304);
-const _: () = assert!(offset_of!(Mcb, reserved) == 432);
+const _: () = assert!(offset_of!(Mcb, blk5_minor_version) == 432);
+const _: () = assert!(offset_of!(Mcb, sdt_backup_ptr) == 440);
+const _: () = assert!(offset_of!(Mcb, mcb_backup_ptr) == 448);
+const _: () = assert!(offset_of!(Mcb, reserved) == 456);
 
 /// Lock record (`FLCK`).
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]

@@ -60,6 +60,9 @@ fn apply(spec: &FormatSpec) -> Vec<Vec<u8>> {
         .collect();
     for w in format_plan(spec) {
         let start = w.lb as usize * LB;
+        if w.device == 0 && w.lb >= g.control_end_lb() {
+            continue; // the backups at the end of the master: see `MasterBytes`
+        }
         devs[w.device][start..start + w.data.len()].copy_from_slice(&w.data);
     }
     devs
@@ -208,15 +211,45 @@ fn plan_order_and_shape() {
     let last = plan.last().unwrap();
     assert_eq!((last.device, last.lb, last.data.len()), (0, 5, LB));
     assert_eq!(Mcb::decode(&last.data).unwrap(), mcb_for_device(&s, 0));
-    // Nothing else writes a valid master MCB.
-    for w in &plan[..plan.len() - 1] {
-        if w.device == 0 && w.lb <= 5 && w.lb + (w.data.len() / LB) as u64 > 5 {
-            let off = (5 - w.lb) as usize * LB;
-            assert!(Mcb::decode(&w.data[off..]).is_err());
+    // The backups of a v1.1 layout: zeroed second (before anything that
+    // makes a layout), written second last, as a commit point.
+    let g = &s.geometry;
+    let backup_lb = g.sdt_backup_ptr;
+    assert_eq!(backup_lb, (1u64 << 40) / LB as u64 - 2);
+    assert_eq!(g.mcb_backup_ptr, backup_lb + 1);
+    assert_eq!((plan[1].device, plan[1].lb), (0, backup_lb));
+    assert!(plan[1].data.iter().all(|&b| b == 0) && plan[1].data.len() == 2 * LB);
+    let backup = &plan[plan.len() - 2];
+    assert_eq!(
+        (backup.device, backup.lb, backup.data.len()),
+        (0, backup_lb, 2 * LB)
+    );
+    assert!(backup.barrier && last.barrier);
+    assert_eq!(&backup.data[LB..2 * LB], &last.data[..]);
+    let lb7 = plan
+        .iter()
+        .find(|w| w.device == 0 && w.lb <= 7 && w.lb + (w.data.len() / LB) as u64 > 7)
+        .unwrap();
+    let off = (7 - lb7.lb) as usize * LB;
+    assert_eq!(&backup.data[..LB], &lb7.data[off..off + LB]);
+    // No other write is a commit point or holds a valid master MCB.
+    for w in &plan[..plan.len() - 2] {
+        assert!(!w.barrier);
+        for k in 0..w.data.len() / LB {
+            let m = Mcb::decode(&w.data[k * LB..]);
+            assert!(
+                !matches!(m, Ok(ref m) if m.blk5_id == DeviceRole::Master),
+                "device {} LB {}",
+                w.device,
+                w.lb + k as u64
+            );
         }
     }
     // Control area in few large writes covering LB 6..end exactly.
-    let control: Vec<_> = plan.iter().filter(|w| w.device == 0 && w.lb >= 6).collect();
+    let control: Vec<_> = plan
+        .iter()
+        .filter(|w| w.device == 0 && w.lb >= 6 && w.lb < end)
+        .collect();
     assert_eq!(control.len() as u64, (end - 6).div_ceil(MAX_WRITE_LBS));
     let mut next = 6;
     for w in &control {
@@ -226,7 +259,7 @@ fn plan_order_and_shape() {
         next += (w.data.len() / LB) as u64;
     }
     assert_eq!(next, end);
-    // The secondary: LB 4-7 in one write, before the master MCB.
+    // The secondary: LB 4-7 in one write, before the backups.
     let sec: Vec<_> = plan
         .iter()
         .enumerate()
@@ -234,7 +267,7 @@ fn plan_order_and_shape() {
         .collect();
     assert_eq!(sec.len(), 1);
     assert_eq!((sec[0].1.lb, sec[0].1.data.len()), (4, 4 * LB));
-    assert!(sec[0].0 < plan.len() - 1);
+    assert!(sec[0].0 < plan.len() - 2);
     assert_eq!(format_writes(&s).count(), plan.len());
 }
 

@@ -84,7 +84,21 @@ fn one_tib_1mib_segments_64_connections() {
     assert_eq!(g.control_end_lb(), 200 + 128 * 6);
     // Data start aligned to 1 MiB (256 LBs) after LB 968.
     assert_eq!(g.devices[0].seg_start_lb, 1024);
-    assert_eq!(g.tot_seg_num, ((TIB / LB as u64 - 1024) / 256) as u32);
+    // The last two LBs hold the backups (v1.1).
+    assert_eq!(
+        g.tot_seg_num,
+        ((TIB / LB as u64 - 1024 - BACKUP_LBS) / 256) as u32
+    );
+    assert_eq!(g.sdt_backup_ptr, TIB / LB as u64 - 2);
+    assert_eq!(g.mcb_backup_ptr, TIB / LB as u64 - 1);
+    // v1.0 had data segments to the very end.
+    let v10 = Geometry::compute_minor(&params(TIB, MIB, 64, 640, 8), 0).unwrap();
+    assert_eq!(v10.tot_seg_num, ((TIB / LB as u64 - 1024) / 256) as u32);
+    assert_eq!(
+        (v10.minor_version, v10.sdt_backup_ptr, v10.mcb_backup_ptr),
+        (0, 0, 0)
+    );
+    assert_sound(&v10);
     assert_eq!(g.payload_capacity(), (MIB - 64) as usize);
     assert_eq!(g.table_bytes(), 6 * LB);
     assert_sound(&g);
@@ -96,7 +110,7 @@ fn sixteen_mib_small_layout_fits() {
     assert_eq!(g.ptr_table_lbs, 1);
     assert_eq!(g.control_end_lb(), 8 + 6 + 4);
     assert_eq!(g.devices[0].seg_start_lb, 32);
-    assert_eq!(g.tot_seg_num, (4096 - 32) / 16);
+    assert_eq!(g.tot_seg_num, (4096 - 32 - 2) / 16);
     assert_sound(&g);
 }
 
@@ -230,12 +244,12 @@ fn sixteen_mib_default_connections_refused() {
         panic!("{e:?}");
     };
     assert_eq!((device, tables, need), (0, 32, 32 * 640));
-    assert_eq!(fit, (4096 - 256) / 16);
+    assert_eq!(fit, (4096 - 256 - 2) / 16);
     let msg = e.to_string();
     for n in [
         "16777216",
         "20480",
-        "240",
+        "239",
         "65536",
         "32 pointer tables",
         "640 ring entries",
@@ -254,13 +268,14 @@ fn device_too_small_for_control_structures() {
             GeometryError::DeviceTooSmall {
                 device: 0,
                 device_bytes: 65_536,
-                need_bytes: 1_048_576
+                need_bytes: 1_056_768
             }
         ),
         "{e:?}"
     );
     let msg = e.to_string();
-    assert!(msg.contains("65536") && msg.contains("1048576"), "{msg}");
+    assert!(msg.contains("65536") && msg.contains("1056768"), "{msg}");
+    assert!(msg.contains("backups"), "{msg}");
 }
 
 #[test]

@@ -45,6 +45,7 @@ prop_compose! {
         dev_pick in any::<proptest::sample::Index>(),
         a in any::<[u32; 12]>(), b in any::<[u64; 7]>(),
         name in text(PATH_MAX),
+        minor in 0..=FORMAT_MINOR, backup in any::<u64>(),
     ) -> Mcb {
         Mcb {
             blk5_id: role,
@@ -73,6 +74,9 @@ prop_compose! {
             ptr_table_lbs: a[11],
             blk5_unix_filename: name,
             device_uuids: uuids,
+            blk5_minor_version: minor,
+            sdt_backup_ptr: backup,
+            mcb_backup_ptr: backup.wrapping_add(1),
         }
     }
 }
@@ -265,12 +269,11 @@ fn format_master() -> (Vec<u8>, u64) {
         heartbeat_ms: DEFAULT_HEARTBEAT_MS,
         geometry,
     };
-    let mut control = vec![0u8; spec.geometry.control_end_lb() as usize * LB];
+    let mut master = check::MasterBytes::zeroed(&spec.geometry);
     for w in format_plan(&spec).into_iter().filter(|w| w.device == 0) {
-        let start = w.lb as usize * LB;
-        control[start..start + w.data.len()].copy_from_slice(&w.data);
+        assert!(master.write(w.lb, &w.data));
     }
-    (control, spec.geometry.devices[0].device_bytes)
+    (master.control, spec.geometry.devices[0].device_bytes)
 }
 
 /// The byte range of the master MCB record in the control area.
@@ -663,6 +666,9 @@ fn mcb_self_consistency() {
         ptr_table_lbs: 1,
         blk5_unix_filename: String::new(),
         device_uuids: vec![Uuid::from_u128(1)],
+        blk5_minor_version: 0,
+        sdt_backup_ptr: 0,
+        mcb_backup_ptr: 0,
     };
     assert_eq!(Mcb::decode(&m.encode()).unwrap(), m);
     assert_eq!(

@@ -97,7 +97,7 @@ pub enum Error {
     #[error(transparent)]
     Ring(#[from] fts_ring::Error),
     /// The server answered with an error.
-    #[error("server: {code:?}: {message}")]
+    #[error("{}: {message}", code.describe())]
     Remote {
         /// Class of the error.
         code: crate::ErrorCode,
@@ -131,4 +131,30 @@ pub enum Error {
     /// The peer sent something the protocol does not allow here.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The caller's stop flag was raised (a signal): the transfer was
+    /// abandoned, its temporary file removed (a `--resume` partial kept).
+    #[error("interrupted: transfer abandoned")]
+    Interrupted,
+    /// The peer's lease is alive but the reply or data it owes did not come
+    /// (or stopped coming) in time.
+    #[error("the {peer} of connection {slot} is alive but sent no {what} for {waited:?}")]
+    NoReply {
+        /// The connection.
+        slot: u32,
+        /// Who should have answered, e.g. `fts server "b"`.
+        peer: String,
+        /// What was awaited, e.g. "reply", "data".
+        what: &'static str,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// A local path cannot take part in a transfer: not a regular file
+    /// (FIFO, socket, device, directory) or the shared device itself.
+    #[error("{path}: {reason}")]
+    LocalRefused {
+        /// The local path.
+        path: String,
+        /// Why, e.g. "is a FIFO; fts reads and writes regular files only".
+        reason: String,
+    },
 }

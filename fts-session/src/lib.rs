@@ -33,4 +33,7 @@ pub use proto::{
 pub use reap::{Reaped, Reaper};
 pub use root::{Root, RootError};
 pub use table::{Shared, Slot};
-pub use transfer::{serve, with_client, Client, ClientTimeouts, LockFactory};
+pub use transfer::{
+    check_local, serve, with_client, Client, ClientTimeouts, CopyOptions, LockFactory,
+    ServeOptions, Transferred,
+};

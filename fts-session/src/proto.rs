@@ -12,6 +12,32 @@
 //!   `Error { code: Integrity, .. }`.
 //! * get: client sends [`Request::Get`], server replies
 //!   [`Response::Ready`], then the data message, then [`Response::Digest`].
+//! * resumed put (`put --resume`, `reput`; binary mode only): client sends
+//!   [`Request::PutResume`]; the server replies [`Response::Partial`] with
+//!   the length and BLAKE3 of the partial file it kept from an earlier
+//!   attempt by the same client for the same target (length 0 if none);
+//!   the client compares the digest with its own first `offset` bytes and
+//!   sends [`Request::Resume`] with that offset, or 0 to start over; the
+//!   server replies `Ok`, then the data message carries the rest (`size -
+//!   offset` bytes) and [`Request::Commit`] the BLAKE3 of the **whole**
+//!   file.
+//! * resumed get (`get --resume`, `reget`; binary mode only): client sends
+//!   [`Request::GetResume`] with the length and BLAKE3 of the partial file
+//!   it kept; the server replies [`Response::ReadyFrom`] with the offset it
+//!   sends from (that length if its own first bytes have that digest, else
+//!   0), the data message carries the rest and [`Response::Digest`] the
+//!   BLAKE3 of the whole file.
+//!
+//! Every request gets a reply: a request the server cannot carry out (no
+//! space, a name its file system refuses, a FIFO or device node) is
+//! answered with [`Response::Error`] before any data moves, or, when the
+//! failure comes while data arrives, after the data message and the
+//! commit, so both sides stay in step.
+//!
+//! New variants (the resume messages, [`ErrorCode::NoSpace`],
+//! [`ErrorCode::NotRegular`], [`ErrorCode::Busy`]) were added without a
+//! new version prefix: messages that existed before are encoded exactly as
+//! before; a peer that predates them rejects a new one as malformed.
 //!
 //! Control messages are small: decoders reject anything longer than
 //! [`MAX_CONTROL_MESSAGE`] bytes. Everything here is pure (no I/O) and the
@@ -72,6 +98,36 @@ pub enum Request {
     },
     /// End the session (`close` / `quit`).
     Close,
+    /// Store a file, continuing a partial copy the server kept from an
+    /// earlier attempt (`put --resume`, `reput`). Binary mode only. The
+    /// server replies [`Response::Partial`].
+    PutResume {
+        /// Remote path, relative to the server's current directory.
+        path: String,
+        /// Size of the whole file.
+        size: u64,
+        /// Overwrite an existing file.
+        replace: bool,
+    },
+    /// After [`Response::Partial`]: the byte offset the data message starts
+    /// at, either the partial's length (its digest matched the client's
+    /// first bytes) or 0 (start over).
+    Resume {
+        /// Where the data message starts in the file.
+        offset: u64,
+    },
+    /// Fetch a file, continuing a partial copy the client kept (`get
+    /// --resume`, `reget`). Binary mode only. The server replies
+    /// [`Response::ReadyFrom`].
+    GetResume {
+        /// Remote path, relative to the server's current directory.
+        path: String,
+        /// Length of the client's partial copy.
+        offset: u64,
+        /// BLAKE3 of those `offset` bytes, hex-encoded in JSON.
+        #[serde(with = "hex32")]
+        blake3: [u8; 32],
+    },
 }
 
 /// A server → client reply.
@@ -103,6 +159,26 @@ pub enum Response {
     Cwd {
         /// The current directory.
         path: String,
+    },
+    /// Reply to [`Request::PutResume`]: what the server kept from an
+    /// earlier attempt (`offset` 0 and the digest of nothing if nothing).
+    Partial {
+        /// Length of the partial copy.
+        offset: u64,
+        /// BLAKE3 of those bytes, hex-encoded in JSON.
+        #[serde(with = "hex32")]
+        blake3: [u8; 32],
+    },
+    /// Reply to [`Request::GetResume`]; the data message (`size - offset`
+    /// bytes) follows, then [`Response::Digest`] of the whole file.
+    ReadyFrom {
+        /// Size of the whole file.
+        size: u64,
+        /// File modification time, nanoseconds since the Unix epoch.
+        mtime_ns: u64,
+        /// Where the data message starts: the client's partial length if
+        /// the digests matched, else 0.
+        offset: u64,
     },
     /// The command failed.
     Error {
@@ -162,6 +238,35 @@ pub enum ErrorCode {
     Integrity,
     /// Other I/O failure.
     Io,
+    /// The server's file system is full (ENOSPC) or the quota is exhausted
+    /// (EDQUOT).
+    NoSpace,
+    /// The path is a FIFO, socket or device node: the server serves regular
+    /// files and directories only.
+    NotRegular,
+    /// Another transfer of the same target by the same client holds the
+    /// partial copy.
+    Busy,
+}
+
+impl ErrorCode {
+    /// A short description for messages, e.g. "no space left on the server".
+    pub fn describe(self) -> &'static str {
+        match self {
+            ErrorCode::NotFound => "not found on the server",
+            ErrorCode::Exists => "exists on the server",
+            ErrorCode::Permission => "permission denied on the server",
+            ErrorCode::OutsideRoot => "outside the server's root",
+            ErrorCode::NotADirectory => "not a directory on the server",
+            ErrorCode::IsADirectory => "a directory on the server",
+            ErrorCode::BadRequest => "the server refused the request",
+            ErrorCode::Integrity => "integrity check failed on the server",
+            ErrorCode::Io => "I/O error on the server",
+            ErrorCode::NoSpace => "no space left on the server",
+            ErrorCode::NotRegular => "not a regular file on the server",
+            ErrorCode::Busy => "busy on the server",
+        }
+    }
 }
 
 /// Why a control message could not be decoded.
@@ -349,5 +454,82 @@ mod hex32 {
             b'A'..=b'F' => Some(c - b'A' + 10),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn resume_messages_round_trip() {
+        let d = [0xabu8; 32];
+        for req in [
+            Request::PutResume {
+                path: "a/b".into(),
+                size: 7,
+                replace: true,
+            },
+            Request::Resume { offset: 3 },
+            Request::GetResume {
+                path: "x".into(),
+                offset: 1 << 40,
+                blake3: d,
+            },
+        ] {
+            assert_eq!(decode_request(&encode_request(&req)).unwrap(), req);
+        }
+        for resp in [
+            Response::Partial {
+                offset: 5,
+                blake3: d,
+            },
+            Response::ReadyFrom {
+                size: 9,
+                mtime_ns: 1,
+                offset: 5,
+            },
+        ] {
+            assert_eq!(decode_response(&encode_response(&resp)).unwrap(), resp);
+        }
+        for code in [ErrorCode::NoSpace, ErrorCode::NotRegular, ErrorCode::Busy] {
+            let resp = Response::Error {
+                code,
+                message: code.describe().into(),
+            };
+            assert_eq!(decode_response(&encode_response(&resp)).unwrap(), resp);
+        }
+    }
+
+    /// Messages that existed before the resume messages are encoded
+    /// exactly as before: older peers keep understanding them.
+    #[test]
+    fn older_messages_keep_their_encoding() {
+        let put = Request::Put {
+            path: "f".into(),
+            size: 1,
+            replace: false,
+            text: false,
+        };
+        assert_eq!(
+            encode_request(&put),
+            br#"FTS1{"Put":{"path":"f","size":1,"replace":false,"text":false}}"#
+        );
+        let ready = Response::Ready {
+            size: 2,
+            mtime_ns: 3,
+        };
+        assert_eq!(
+            encode_response(&ready),
+            br#"FTS1{"Ready":{"size":2,"mtime_ns":3}}"#
+        );
+        assert_eq!(
+            encode_response(&Response::Error {
+                code: ErrorCode::NoSpace,
+                message: "m".into()
+            }),
+            br#"FTS1{"Error":{"code":"NoSpace","message":"m"}}"#
+        );
     }
 }

@@ -36,6 +36,9 @@ pub enum Code {
     /// The Process Id Table lock was lost (connection dropped, preempted)
     /// or could not be taken in time.
     Lock = 13,
+    /// Stopped by SIGINT, SIGTERM or SIGHUP after cleaning up (the shell's
+    /// code for an interrupted command, 128 + SIGINT).
+    Interrupted = 130,
 }
 
 /// An error that carries its exit code; library errors are mapped in [`code_of`].
@@ -83,9 +86,17 @@ pub fn code_of(err: &anyhow::Error) -> Code {
                 }
                 | S::Integrity { .. } => return Code::Integrity,
                 S::Remote { .. } => return Code::Remote,
+                S::Interrupted => return Code::Interrupted,
+                S::NoReply { .. } => return Code::PeerGone,
+                S::LocalRefused { .. } => return Code::Usage,
                 S::NoConnector { .. } | S::Refused { .. } => return Code::NoServer,
                 S::PeerDead { .. } | S::PeerClosed { .. } => return Code::PeerGone,
                 S::Ring(fts_ring::Error::PeerGone { .. }) => return Code::PeerGone,
+                // Our slot was reclaimed while we were presumed dead: the
+                // connection is gone.
+                S::Fenced { .. } | S::Ring(fts_ring::Error::Fenced { .. }) => {
+                    return Code::PeerGone
+                }
                 S::TableFull { .. } => return Code::TableFull,
                 S::Name(_) => return Code::Usage,
                 S::Device(_) => return Code::Device,

@@ -114,6 +114,10 @@ enum Cmd {
         /// Every remote path is confined to this directory.
         #[arg(long, default_value = ".")]
         root: PathBuf,
+        /// At start, remove fts temporaries and --resume partial copies under
+        /// the root last written longer ago than this (e.g. 3600, 90m, 24h, 7d).
+        #[arg(long, value_parser = transfer::parse_age, default_value = "24h")]
+        max_partial_age: Duration,
     },
     /// Interactive client (Appendix A commands); reads a script from stdin when not a terminal.
     Shell {
@@ -133,6 +137,9 @@ enum Cmd {
         /// Overwrite an existing remote file.
         #[arg(long)]
         replace: bool,
+        /// Continue an interrupted put: send only what the server's partial copy lacks.
+        #[arg(long)]
+        resume: bool,
         /// Text mode: convert line endings.
         #[arg(long)]
         text: bool,
@@ -150,6 +157,9 @@ enum Cmd {
         /// Overwrite an existing local file.
         #[arg(long)]
         replace: bool,
+        /// Continue an interrupted get: fetch only what the local partial copy lacks.
+        #[arg(long)]
+        resume: bool,
         /// Text mode: convert line endings.
         #[arg(long)]
         text: bool,
@@ -355,13 +365,17 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Check { secondaries } => check(&cli, secondaries),
-        Cmd::Serve { root } => transfer::serve(&ctx(&cli, None)?, root),
+        Cmd::Serve {
+            root,
+            max_partial_age,
+        } => transfer::serve(&ctx(&cli, None)?, root, *max_partial_age),
         Cmd::Shell { server, conn } => transfer::shell(&ctx(&cli, Some(conn))?, server.as_deref()),
         Cmd::Put {
             server,
             local,
             remote,
             replace,
+            resume,
             text,
             conn,
         } => transfer::put(
@@ -369,7 +383,10 @@ fn run(cli: Cli) -> Result<()> {
             server,
             local,
             remote,
-            *replace,
+            fts_session::CopyOptions {
+                replace: *replace,
+                resume: *resume,
+            },
             *text,
         ),
         Cmd::Get {
@@ -377,6 +394,7 @@ fn run(cli: Cli) -> Result<()> {
             remote,
             local,
             replace,
+            resume,
             text,
             conn,
         } => transfer::get(
@@ -384,7 +402,10 @@ fn run(cli: Cli) -> Result<()> {
             server,
             remote,
             local,
-            *replace,
+            fts_session::CopyOptions {
+                replace: *replace,
+                resume: *resume,
+            },
             *text,
         ),
         Cmd::Dir { server, path, conn } => {

@@ -530,8 +530,11 @@ pub fn shell(ctx: &Ctx, server: Option<&str>) -> Result<()> {
         let r = with_client(ctx, &target, &what, |c| {
             println!("connected to {target}");
             c.set_text(carry.text);
-            if let Some(dir) = carry.cwd.clone() {
-                carry.cwd = Some(c.cd(&dir)?);
+            // `pwd` paths are relative to the server's root, written "/a/b".
+            let back = carry.cwd.clone().unwrap_or_default();
+            let back = back.trim_start_matches('/');
+            if !back.is_empty() {
+                carry.cwd = Some(c.cd(back)?);
             }
             loop {
                 prompt(&target);

@@ -14,7 +14,7 @@ use fts_layout::check::{self, check_master as check_master_area, check_secondary
 use fts_layout::{
     crc32c_record, format_plan, mcb_for_device, CmdArea, Error, Expect, FormatSpec, Geometry,
     GeometryParams, Lease, LockRecord, Mcb, PidEntry, PtrChunk, RecordKind, SdtEntry, SegHeader,
-    Stamp, CRC_OFFSET, FORMAT_VERSION, LB, RECORD_SIZE,
+    Stamp, CRC_OFFSET, FORMAT_VERSION, LB, MCB_LB, RECORD_SIZE,
 };
 use uuid::Uuid;
 
@@ -228,6 +228,17 @@ fn describe_check(r: &Result<(Mcb, Vec<SdtEntry>, Vec<check::Problem>), Error>) 
     }
 }
 
+/// Copies the part of `data`, written at LB `lb`, that falls into `dst`,
+/// which holds the LBs from `first` on.
+fn overlay(dst: &mut [u8], first: u64, lb: u64, data: &[u8]) {
+    let (dst_start, w_start) = (first as usize * LB, lb as usize * LB);
+    let lo = dst_start.max(w_start);
+    let hi = (dst_start + dst.len()).min(w_start + data.len());
+    if lo < hi {
+        dst[lo - dst_start..hi - dst_start].copy_from_slice(&data[lo - w_start..hi - w_start]);
+    }
+}
+
 /// `check::check_master` / `check_secondary`: on raw bytes (first byte
 /// even: a control area as read from a master, LB 0 on), or (first byte
 /// odd) on a real formatted control area built from a small geometry chosen
@@ -276,14 +287,14 @@ pub fn check_master(data: &[u8]) -> Outcome {
         heartbeat_ms: 1_000,
     };
     let end = spec.geometry.control_end_lb() as usize * LB;
+    // The master's control area and each secondary's LB 5: what format
+    // writes there (it also writes elsewhere, e.g. LB 4).
     let mut control = vec![0u8; end];
     let mut lb5s = vec![vec![0u8; LB]; d];
     for w in format_plan(&spec) {
-        let start = w.lb as usize * LB;
-        if w.device == 0 {
-            control[start..start + w.data.len()].copy_from_slice(&w.data);
-        } else {
-            lb5s[w.device].copy_from_slice(&w.data[LB..2 * LB]);
+        match w.device {
+            0 => overlay(&mut control, 0, w.lb, &w.data),
+            n => overlay(&mut lb5s[n], MCB_LB, w.lb, &w.data),
         }
     }
     // Patches: (offset u32, xor u8, reseal u8) groups.

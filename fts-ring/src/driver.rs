@@ -18,7 +18,7 @@
 
 use std::fmt;
 use std::io;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fts_blockdev::{AlignedBuf, BlockDevice, WriteMode};
 use fts_layout::{
@@ -237,6 +237,15 @@ pub type Liveness<'d> = Box<dyn FnMut() -> Result<(), Error> + Send + 'd>;
 /// slot to be reclaimed and reused. The write is then not made.
 pub type Fence<'d> = Box<dyn FnMut() -> Result<(), Error> + Send + 'd>;
 
+/// How long a side waits without progress before it rewrites its whole
+/// pointer table (and again every as long).
+pub const REPUBLISH_AFTER: Duration = Duration::from_millis(250);
+
+/// How long a peer table that fails validation is read again before the
+/// connection fails with [`Error::CorruptTable`]: several of the peer's
+/// rewrites ([`REPUBLISH_AFTER`]).
+pub const CORRUPT_TABLE_PATIENCE: Duration = Duration::from_secs(2);
+
 /// One side of a connection: its table, both machines, the device.
 pub struct RingPort<'d> {
     dev: &'d mut dyn BlockDevice,
@@ -251,6 +260,7 @@ pub struct RingPort<'d> {
     poller: Poller,
     liveness: Option<Liveness<'d>>,
     fence: Option<Fence<'d>>,
+    stalled_since: Option<Instant>,
     seg_buf: AlignedBuf,
     table_buf: AlignedBuf,
     peer_buf: AlignedBuf,
@@ -347,6 +357,7 @@ impl<'d> RingPort<'d> {
             poller: Poller::default(),
             liveness: None,
             fence: None,
+            stalled_since: None,
             seg_buf,
             table_buf,
             peer_buf,
@@ -404,13 +415,13 @@ impl<'d> RingPort<'d> {
         self.writer
             .begin_message(len)
             .map_err(|e| self.machine_err(e))?;
-        self.poller.reset();
+        self.progressed();
         loop {
             match self.writer.next_action() {
                 WriterAction::WriteSegments(b) => {
                     self.write_batch(msg, &b, len)?;
                     self.writer.on_segments_written(&mut self.table);
-                    self.poller.reset();
+                    self.progressed();
                 }
                 WriterAction::PublishTable => {
                     self.publish(WriteMode::Normal)?;
@@ -423,7 +434,7 @@ impl<'d> RingPort<'d> {
                         .on_peer_acks(&self.peer)
                         .map_err(|e| self.machine_err(e))?;
                     if progress {
-                        self.poller.reset();
+                        self.progressed();
                     } else {
                         self.idle()?;
                     }
@@ -441,7 +452,7 @@ impl<'d> RingPort<'d> {
     where
         E: std::error::Error + Send + Sync + 'static,
     {
-        self.poller.reset();
+        self.progressed();
         let mut done: Option<MessageInfo> = None;
         let mut stale = true;
         loop {
@@ -458,7 +469,7 @@ impl<'d> RingPort<'d> {
                     if let Some(info) = self.reader.take_completed() {
                         done = Some(info);
                     }
-                    self.poller.reset();
+                    self.progressed();
                     stale = true;
                 }
                 ReaderAction::PublishTable => {
@@ -497,9 +508,26 @@ impl<'d> RingPort<'d> {
         }
     }
 
+    /// Something moved: poll hot again, and the stall clock restarts.
+    fn progressed(&mut self) {
+        self.poller.reset();
+        self.stalled_since = None;
+    }
+
+    /// Nothing moved: check the peer's liveness and wait a little. After
+    /// [`REPUBLISH_AFTER`] without progress (and again every as long),
+    /// rewrite this side's whole table: a table write the device lost
+    /// (or damaged) would otherwise leave both sides waiting on each other
+    /// for ever, both alive.
     fn idle(&mut self) -> Result<(), Error> {
         if let Some(l) = &mut self.liveness {
             l()?;
+        }
+        let since = *self.stalled_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= REPUBLISH_AFTER {
+            self.table.mark_all_dirty();
+            self.publish(WriteMode::Normal)?;
+            self.stalled_since = Some(Instant::now());
         }
         self.poller.wait();
         Ok(())
@@ -588,27 +616,49 @@ impl<'d> RingPort<'d> {
     }
 
     /// Reads and decodes the peer's whole table into `self.peer`.
+    /// Reads and decodes the peer's whole table into `self.peer`. A chunk
+    /// that fails validation is read again (with liveness checks) for up
+    /// to [`CORRUPT_TABLE_PATIENCE`]: a transient read error, or a damaged
+    /// table that the peer rewrites when it stalls ([`Self::idle`]), must
+    /// not end the connection. Only damage that lasts is an error.
     fn read_peer(&mut self) -> Result<(), Error> {
         let peer = self.role.peer();
         let offset = self.geo.table_lb(self.slot, peer) * LB as u64;
-        let err = self.io_err("read pointer table", format!("{peer} table"), offset);
-        self.dev.read_at(offset, &mut self.peer_buf).map_err(err)?;
-        self.peer.clear();
-        for c in 0..self.geo.chunks_per_table {
-            let at = c as usize * RECORD_SIZE;
-            let rec = &self.peer_buf[at..at + RECORD_SIZE];
-            let chunk =
-                PtrChunk::decode(rec, Expect::exact(self.layout_id, c)).map_err(|source| {
-                    Error::CorruptTable {
-                        slot: self.slot,
-                        role: peer,
-                        chunk: c,
-                        source,
+        let mut first_failure: Option<Instant> = None;
+        loop {
+            let err = self.io_err("read pointer table", format!("{peer} table"), offset);
+            self.dev.read_at(offset, &mut self.peer_buf).map_err(err)?;
+            let mut chunks = Vec::with_capacity(self.geo.chunks_per_table as usize);
+            let mut bad = None;
+            for c in 0..self.geo.chunks_per_table {
+                let at = c as usize * RECORD_SIZE;
+                let rec = &self.peer_buf[at..at + RECORD_SIZE];
+                match PtrChunk::decode(rec, Expect::exact(self.layout_id, c)) {
+                    Ok(chunk) => chunks.push(chunk),
+                    Err(source) => {
+                        bad = Some((c, source));
+                        break;
                     }
-                })?;
-            self.peer.push(chunk);
+                }
+            }
+            let Some((chunk, source)) = bad else {
+                self.peer = chunks;
+                return Ok(());
+            };
+            let since = *first_failure.get_or_insert_with(Instant::now);
+            if since.elapsed() >= CORRUPT_TABLE_PATIENCE {
+                return Err(Error::CorruptTable {
+                    slot: self.slot,
+                    role: peer,
+                    chunk,
+                    source,
+                });
+            }
+            if let Some(l) = &mut self.liveness {
+                l()?;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
-        Ok(())
     }
 
     /// Bytes one I/O covers for `b`: every segment but the last is full.

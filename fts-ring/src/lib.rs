@@ -29,7 +29,10 @@
 pub mod driver;
 pub mod machine;
 
-pub use driver::{Error, Fence, Liveness, MessageSource, Poller, RingPort};
+pub use driver::{
+    Error, Fence, Liveness, MessageSource, Poller, RingPort, CORRUPT_TABLE_PATIENCE,
+    REPUBLISH_AFTER,
+};
 
 pub use machine::{
     peer_entry, Batch, Expectation, MachineError, MessageInfo, Reader, ReaderAction, RingConfig,

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use fts_blockdev::{BlockDevice, OpenOptions, WriteMode};
 use fts_layout::{
     format_writes, FormatSpec, Geometry, GeometryParams, Mcb, DEFAULT_HEARTBEAT_MS,
-    DEFAULT_IO_TIMEOUT_MS, DEFAULT_LEASE_TIMEOUT_MS, DEFAULT_LOCK_TIMEOUT_MS, LB, MCB_LB,
+    DEFAULT_IO_TIMEOUT_MS, DEFAULT_LEASE_TIMEOUT_MS, DEFAULT_LOCK_TIMEOUT_MS, LB,
 };
 use uuid::Uuid;
 
@@ -67,9 +67,36 @@ fn guard_existing(dev: &mut dyn BlockDevice, force: bool) -> Result<()> {
     if dev.size_bytes() < 8 * LB as u64 {
         return Ok(()); // too small; geometry will say so
     }
+    if force {
+        return Ok(());
+    }
     let mut buf = vec![0u8; 4 * LB];
     dev.read_at(4 * LB as u64, &mut buf)?;
-    if buf.iter().all(|&b| b == 0) || force {
+    // A layout whose LB 5 is damaged but whose backup at the end is valid
+    // is still a layout: `check --repair` mends it.
+    let backup = match fts_layout::backups_at_end(dev.size_bytes()) {
+        Some(lb) if Mcb::decode(&buf[LB..2 * LB]).is_err() => {
+            let mut b = vec![0u8; LB];
+            dev.read_at((lb + 1) * LB as u64, &mut b)?;
+            Mcb::decode(&b)
+                .ok()
+                .filter(|m| {
+                    m.blk5_id == fts_layout::DeviceRole::Master && m.mcb_backup_ptr == lb + 1
+                })
+                .map(|m| (lb + 1, m))
+        }
+        _ => None,
+    };
+    if let Some((lb, m)) = backup {
+        return Err(fail(
+            Code::Exists,
+            format!(
+                "{loc} holds fts layout {} whose Master Control Block at LB 5 is damaged, but its backup at LB {lb} is valid: `fts -d {loc} check --repair` mends it; refusing to overwrite it without --force",
+                m.blk5_layout_uuid
+            ),
+        ));
+    }
+    if buf.iter().all(|&b| b == 0) {
         return Ok(());
     }
     let lb5 = &buf[LB..2 * LB];
@@ -126,8 +153,64 @@ fn hw_id(dev: &dyn BlockDevice) -> String {
     }
 }
 
+/// What the master path was before `format` touched it.
+enum Before {
+    /// Nothing: `format --size` creates the file.
+    Absent,
+    /// A regular file of this many bytes (`--size` may extend it).
+    File(u64),
+    /// Anything else (a block device, a SCSI location, …): never touched.
+    Other,
+}
+
+fn before(location: &str) -> Before {
+    if fts_scsi::is_scsi_location(location) {
+        return Before::Other;
+    }
+    match std::fs::symlink_metadata(location) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Before::Absent,
+        Ok(m) if m.file_type().is_file() => Before::File(m.len()),
+        _ => Before::Other,
+    }
+}
+
+/// Undoes what a failed format did to the master path itself: removes a
+/// file it created, shrinks a regular file it extended back to its size.
+/// Never removes anything that existed before.
+fn undo(location: &str, was: &Before) {
+    let r = match was {
+        Before::Absent => match std::fs::remove_file(location) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        },
+        Before::File(len) => match std::fs::symlink_metadata(location) {
+            Ok(m) if m.file_type().is_file() && m.len() > *len => std::fs::OpenOptions::new()
+                .write(true)
+                .open(location)
+                .and_then(|f| f.set_len(*len)),
+            _ => Ok(()),
+        },
+        Before::Other => Ok(()),
+    };
+    if let Err(e) = r {
+        eprintln!("fts: warning: cannot undo what the failed format did to {location}: {e}");
+    }
+}
+
 /// Formats the devices; returns the spec written, for the caller's summary.
+/// When it fails, a master file this run created is removed again, and a
+/// regular file it extended is cut back to its size; a file or device that
+/// existed before is never removed.
 pub fn run(args: &FormatArgs) -> Result<FormatSpec> {
+    let was = before(&args.device);
+    let result = format_devices(args);
+    if result.is_err() {
+        undo(&args.device, &was);
+    }
+    result
+}
+
+fn format_devices(args: &FormatArgs) -> Result<FormatSpec> {
     let opts = OpenOptions {
         create_size: args.size,
         block_size: args.block_size,
@@ -188,21 +271,24 @@ pub fn run(args: &FormatArgs) -> Result<FormatSpec> {
     };
     spec.validate()
         .with_context(|| format!("cannot format {}", args.device))?;
-    // The plan ends with the master MCB alone in LB 5, so a crash part-way
-    // leaves no valid master behind. Make everything before it durable first.
+    // The plan's commit points (the backups, then the master MCB alone in
+    // LB 5, last) make a layout valid: a crash before them leaves no valid
+    // master behind. Make everything before each durable first.
     for w in format_writes(&spec) {
-        let last = w.device == 0 && w.lb == MCB_LB;
-        if last {
+        if w.barrier {
             for d in devs.iter_mut() {
                 d.flush()?;
             }
         }
-        let mode = if last {
+        let mode = if w.barrier {
             WriteMode::Fua
         } else {
             WriteMode::Normal
         };
-        devs[w.device].write_at(w.lb * LB as u64, &w.data, mode)?;
+        let dev = devs
+            .get_mut(w.device)
+            .ok_or_else(|| anyhow::anyhow!("format plan names device {}", w.device))?;
+        dev.write_at(w.lb * LB as u64, &w.data, mode)?;
     }
     for d in devs.iter_mut() {
         d.flush()?;

@@ -56,13 +56,16 @@ fn lease_json(l: Lease) -> Value {
 pub fn to_json(dev: &dyn BlockDevice, l: &Loaded, all_entries: bool) -> Value {
     let m = &l.mcb;
     let id = m.layout_id();
-    let c = &l.control;
+    let c = &l.master.control;
     let mcb = json!({
         "blk5_id": m.blk5_id.to_string(),
         "blk5_layout_uuid": m.blk5_layout_uuid.to_string(),
         "blk5_device_uuid": m.blk5_device_uuid.to_string(),
         "blk5_dev_id": m.blk5_dev_id,
         "blk5_version": fts_layout::FORMAT_VERSION,
+        "blk5_minor_version": m.blk5_minor_version,
+        "sdt_backup_ptr": m.sdt_backup_ptr,
+        "mcb_backup_ptr": m.mcb_backup_ptr,
         "blk5_seg_size": m.blk5_seg_size,
         "blk5_time_id": m.blk5_time_id,
         "blk5_tot_seg_num": m.blk5_tot_seg_num,
@@ -172,6 +175,13 @@ pub fn to_json(dev: &dyn BlockDevice, l: &Loaded, all_entries: bool) -> Value {
         "geometry_error": l.geometry.as_ref().err(),
         "process_id_table": pids,
         "pointer_tables": tables,
+        "read_from_backup": l.damaged.iter().map(|d| json!({
+            "record": d.record, "lb": d.lb, "error": d.error.detail(), "backup_lb": d.backup_lb,
+        })).collect::<Vec<_>>(),
+        "dead_entries": l.dead.iter().map(|d| json!({
+            "slot": d.slot, "generation": d.generation, "requestor": d.requestor,
+            "requestee": d.requestee, "why": d.why,
+        })).collect::<Vec<_>>(),
         "problems": l.problems.iter().map(|p| json!({
             "device": p.device, "lb": p.lb, "offset": p.offset_in_lb, "record": p.record, "what": p.what,
         })).collect::<Vec<_>>(),
@@ -250,6 +260,15 @@ pub fn to_text(v: &Value) -> String {
         d["block_size"],
         d["identity"].as_str().unwrap_or("")
     ));
+    for d in v["read_from_backup"].as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "\nDAMAGED: {} (LB {}): {}; read from its backup at LB {}\n",
+            d["record"].as_str().unwrap_or(""),
+            d["lb"],
+            d["error"].as_str().unwrap_or(""),
+            d["backup_lb"]
+        ));
+    }
     s.push_str("\nMaster Control Block (LB 5)\n");
     if let Some(m) = v["master_control_block"].as_object() {
         for (k, val) in m {

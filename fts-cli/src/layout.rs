@@ -1,9 +1,12 @@
 //! Opening a device and reading its fts layout, with messages that say what
 //! and where for every way this can fail.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use anyhow::{Context, Result};
 use fts_blockdev::{BlockDevice, OpenOptions};
-use fts_layout::{check, Error as LayoutError, Geometry, Mcb, SdtEntry, LB};
+use fts_layout::check::{self, MasterBytes};
+use fts_layout::{Error as LayoutError, Geometry, Mcb, SdtEntry, BACKUP_LBS, LB, MCB_LB};
 
 use crate::exit::{fail, Code};
 
@@ -39,26 +42,64 @@ pub fn open_device_and_nexus(
 /// A master device's layout as read from disk.
 #[derive(Debug)]
 pub struct Loaded {
-    /// The Master Control Block.
+    /// The Master Control Block (the primary, or its backup if the primary
+    /// is damaged).
     pub mcb: Mcb,
-    /// Secondary Device Table entries that decoded, master first.
+    /// Secondary Device Table entries that decoded (from either copy),
+    /// master first.
     pub sdt: Vec<SdtEntry>,
     /// The geometry rebuilt from the MCB and SDT, or why it could not be
     /// (a damaged Secondary Device Table; `problems` then names it).
     pub geometry: Result<Geometry, String>,
-    /// Bytes from LB 0 to the end of the pointer tables.
-    pub control: Vec<u8>,
+    /// The bytes read: LB 0 to the end of the pointer tables, and the
+    /// backups at the end of a v1.1 master.
+    pub master: MasterBytes,
     /// Every problem `check` found in them.
     pub problems: Vec<check::Problem>,
+    /// Primaries that were damaged and read from their backups.
+    pub damaged: Vec<check::Damaged>,
+    /// Entries whose leases show no life (by the writers' clocks).
+    pub dead: Vec<check::DeadEntry>,
 }
 
-fn read(dev: &mut dyn BlockDevice, len: usize) -> Result<Vec<u8>> {
+impl Loaded {
+    /// The one warning line to print when a backup stood in for a damaged
+    /// primary.
+    pub fn warning(&self, location: &str) -> Option<String> {
+        check::damage_warning(location, &self.damaged)
+    }
+}
+
+fn read_at(dev: &mut dyn BlockDevice, lb: u64, len: usize) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
-    dev.read_at(0, &mut buf)?;
+    dev.read_at(lb * LB as u64, &mut buf)?;
     Ok(buf)
 }
 
-/// Reads and checks the control area of a master device.
+/// This host's clock, ns since the Unix epoch.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Why the backup MCB in `backups` (read at `lb`) cannot stand in.
+fn backup_unusable(lb: u64, backups: &[u8]) -> String {
+    let rec = backups.get(LB..2 * LB).unwrap_or(&[]);
+    match Mcb::decode(rec) {
+        Err(e) => format!("its backup at LB {} is not usable either ({})", lb + 1, e.detail()),
+        Ok(m) if m.mcb_backup_ptr != lb + 1 => format!(
+            "the MCB at LB {} is a backup for LB {}, not this device's end (was the device resized?)",
+            lb + 1,
+            m.mcb_backup_ptr
+        ),
+        Ok(_) => format!("its backup at LB {} is not a usable master MCB either", lb + 1),
+    }
+}
+
+/// Reads and checks the control area of a master (and the backups of a
+/// v1.1 layout), judging lease life against this host's clock.
 pub fn load(dev: &mut dyn BlockDevice) -> Result<Loaded> {
     let loc = dev.location().to_string();
     let size = dev.size_bytes();
@@ -71,26 +112,59 @@ pub fn load(dev: &mut dyn BlockDevice) -> Result<Loaded> {
             ),
         ));
     }
-    let mut control = read(dev, first)?;
+    let mut control = read_at(dev, 0, first)?;
+    // The backups: where a valid MCB says, else at the end of the device.
+    let backup_lb = check::backup_location(&control[MCB_LB as usize * LB..first], size)
+        .filter(|&lb| (lb + BACKUP_LBS).saturating_mul(LB as u64) <= size);
+    let backups = match backup_lb {
+        // A backup that cannot be read is only a missing fallback.
+        Some(lb) => read_at(dev, lb, BACKUP_LBS as usize * LB).ok(),
+        None => None,
+    };
+    let now = now_ns();
     let mut tries = 0;
     loop {
-        match check::check_master(&control, size) {
-            Ok((mcb, sdt, problems)) => {
-                let geometry = Geometry::from_mcb(&mcb, &sdt).map_err(|e| e.to_string());
+        let image = check::Image {
+            control: &control,
+            backups: backup_lb
+                .zip(backups.as_deref())
+                .map(|(lb, bytes)| check::Backups { lb, bytes }),
+            device_bytes: size,
+            now_ns: Some(now),
+        };
+        let no_backup = || match (backup_lb, &backups) {
+            (Some(lb), Some(b)) => format!("; {}", backup_unusable(lb, b)),
+            (Some(lb), None) => format!("; its backup at LB {} cannot be read", lb + 1),
+            (None, _) => String::new(),
+        };
+        match check::check_image(&image) {
+            Ok(c) => {
+                let geometry = Geometry::from_mcb(&c.mcb, &c.sdt).map_err(|e| e.to_string());
                 if let Err(e) = &geometry {
-                    if problems.is_empty() {
+                    if c.problems.is_empty() {
                         return Err(fail(
                             Code::Layout,
                             format!("{loc}: the Master Control Block describes an impossible layout: {e}"),
                         ));
                     }
                 }
+                let (backup_lb, backups) = match (backup_lb, backups) {
+                    (Some(lb), Some(b)) if c.mcb.sdt_backup_ptr == lb => (lb, b),
+                    _ => (0, Vec::new()),
+                };
                 return Ok(Loaded {
-                    mcb,
-                    sdt,
+                    mcb: c.mcb,
+                    sdt: c.sdt,
                     geometry,
-                    control,
-                    problems,
+                    master: MasterBytes {
+                        control,
+                        backup_lb,
+                        backups,
+                        device_bytes: size,
+                    },
+                    problems: c.problems,
+                    damaged: c.damaged,
+                    dead: c.dead,
                 });
             }
             Err(LayoutError::Truncated { need, got, .. }) if tries == 0 && need > got => {
@@ -103,22 +177,28 @@ pub fn load(dev: &mut dyn BlockDevice) -> Result<Loaded> {
                         ),
                     ));
                 }
-                let aligned = need.div_ceil(dev.block_size() as usize) * dev.block_size() as usize;
-                control = read(dev, aligned)?;
+                let bs = dev.block_size().max(1) as usize;
+                control = read_at(dev, 0, need.div_ceil(bs) * bs)?;
             }
             Err(e @ LayoutError::Empty { .. }) => {
-                return Err(fail(
-                    Code::Layout,
+                let something_at_end = backups.as_ref().is_some_and(|b| b.iter().any(|&x| x != 0));
+                let msg = if something_at_end {
                     format!(
-                        "{loc} is not formatted: no fts Master Control Block at LB 5 (byte offset {}) ({e}); run `fts -d {loc} format` first",
+                        "{loc}: the Master Control Block at LB 5 is all zero{}; restore the device or format it again",
+                        no_backup()
+                    )
+                } else {
+                    format!(
+                        "{loc} is not formatted: no fts Master Control Block at LB 5 (byte offset {}) ({e}), nor a backup at the end; run `fts -d {loc} format` first",
                         5 * LB
-                    ),
-                ))
+                    )
+                };
+                return Err(fail(Code::Layout, msg));
             }
             Err(e) => {
                 return Err(fail(
                     Code::Layout,
-                    format!("{loc}: unreadable fts layout: {e}"),
+                    format!("{loc}: unreadable fts layout: {e}{}", no_backup()),
                 ))
             }
         }

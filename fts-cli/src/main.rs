@@ -5,10 +5,12 @@
 //! `fts-scsi`. It holds no protocol logic of its own: argument parsing,
 //! printing, and the mapping of errors to messages and exit codes.
 
+mod check;
 mod exit;
 mod format;
 mod inspect;
 mod layout;
+mod out;
 mod scsi;
 mod size;
 mod transfer;
@@ -19,15 +21,16 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use fts_blockdev::{BlockDevice, OpenOptions};
-use fts_layout::LB;
+use fts_blockdev::OpenOptions;
 
 use crate::exit::{code_of, fail, Code};
+use crate::out::{out, outln};
 
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other failure, 2 usage, 3 device I/O or open error, \
 4 not formatted or unreadable layout, 5 check found problems, 6 refused to overwrite (use --force/--replace), \
 7 geometry does not fit, 8 the server refused (no such file, outside the root, ...), 9 no server accepted in time, \
-10 the peer died or closed, 11 end-to-end integrity check failed, 12 Process Id Table full, 13 the Process Id Table lock was lost or not obtained in time";
+10 the peer died or closed, 11 end-to-end integrity check failed, 12 Process Id Table full, 13 the Process Id Table lock was lost or not obtained in time, \
+141 standard output was closed by its reader (e.g. piped into head; nothing else went wrong)";
 
 #[derive(Debug, Parser)]
 #[command(name = "fts", version, about = "File transfer between hosts through a shared disk (EMC WO 98/14871)", after_help = EXIT_CODES)]
@@ -50,9 +53,10 @@ struct Cli {
     /// pr (persistent reservation), caw (COMPARE AND WRITE), auto (the best the device has).
     #[arg(long, env = "FTS_LOCK", global = true, default_value = "auto")]
     lock: fts_lock::LockKind,
-    /// Per-command SCSI timeout in seconds (SCSI devices).
-    #[arg(long, global = true, default_value_t = 10.0)]
-    scsi_timeout: f64,
+    /// Per-command SCSI timeout in seconds (SCSI devices), more than 0 and
+    /// at most 3600.
+    #[arg(long, global = true, default_value = "10", value_parser = parse_scsi_timeout)]
+    scsi_timeout: Duration,
     /// Turn the array's cache destaging off while the command runs (the Caching
     /// mode page: WCE on, write retention high, as far as the device allows),
     /// and restore the page afterwards, also on Ctrl-C.
@@ -81,11 +85,11 @@ enum Cmd {
         /// Segments written or read per pointer-table update.
         #[arg(long, default_value_t = fts_layout::DEFAULT_BATCH)]
         batch: u32,
-        /// Lease timeout after which a silent peer is declared dead, e.g. 10000 (ms).
-        #[arg(long, default_value_t = fts_layout::DEFAULT_LEASE_TIMEOUT_MS)]
+        /// Lease timeout after which a silent peer is declared dead, e.g. 10000 (ms, 100 to 3600000).
+        #[arg(long, default_value_t = fts_layout::DEFAULT_LEASE_TIMEOUT_MS, value_parser = parse_timeout_ms)]
         lease_timeout_ms: u32,
-        /// Lock timeout after which a Process Id Table lock holder that makes no progress is broken (ms).
-        #[arg(long, default_value_t = fts_layout::DEFAULT_LOCK_TIMEOUT_MS)]
+        /// Lock timeout after which a Process Id Table lock holder that makes no progress is broken (ms, 100 to 3600000).
+        #[arg(long, default_value_t = fts_layout::DEFAULT_LOCK_TIMEOUT_MS, value_parser = parse_timeout_ms)]
         lock_timeout_ms: u32,
         /// A secondary transfer device adding data segments (repeatable).
         #[arg(long = "secondary")]
@@ -104,10 +108,18 @@ enum Cmd {
         entries: bool,
     },
     /// Validate the layout like fsck; list every problem; exit 5 if any.
+    /// Also reports connections whose leases show no life.
     Check {
         /// Where to look for secondary devices (default: the paths recorded at format).
         #[arg(long = "secondary")]
         secondaries: Vec<String>,
+        /// Mend what can be rebuilt: the MCB and Secondary Device Table from
+        /// their backup, damaged lock/lease/command-area/pointer-table
+        /// records of free entries as format writes them; free damaged or
+        /// forged entries and dead connections (under the table lock). One
+        /// line per repair; exit 0 if the layout is then consistent.
+        #[arg(long)]
+        repair: bool,
     },
     /// Be the connector NAME: serve any number of connections, confined to --root.
     Serve {
@@ -204,9 +216,48 @@ enum Cmd {
 
 #[derive(Debug, clap::Args)]
 struct ConnArgs {
-    /// How long to wait for the server to accept, in seconds.
-    #[arg(long, default_value_t = 10.0)]
-    timeout: f64,
+    /// How long to wait for the server to accept, in seconds (0 to 86400).
+    #[arg(long, default_value = "10", value_parser = parse_connect_timeout)]
+    timeout: Duration,
+}
+
+/// Seconds as a [`Duration`], refused (clap's usage error, exit 2) unless
+/// a number in `min..=max` (`min` itself excluded when `open_min`): no
+/// NaN, no infinity, nothing `Duration` cannot hold.
+fn parse_seconds(s: &str, min: f64, open_min: bool, max: f64) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    let low_ok = if open_min { v > min } else { v >= min };
+    if !(v.is_finite() && low_ok && v <= max) {
+        let from = if open_min { "more than" } else { "from" };
+        return Err(format!(
+            "{s} seconds is out of range: give {from} {min} to {max} seconds"
+        ));
+    }
+    Duration::try_from_secs_f64(v).map_err(|e| format!("{s} seconds: {e}"))
+}
+
+fn parse_connect_timeout(s: &str) -> Result<Duration, String> {
+    parse_seconds(s, 0.0, false, 86_400.0)
+}
+
+fn parse_scsi_timeout(s: &str) -> Result<Duration, String> {
+    parse_seconds(s, 0.0, true, 3_600.0)
+}
+
+fn parse_timeout_ms(s: &str) -> Result<u32, String> {
+    let v: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number of milliseconds"))?;
+    if !(100..=3_600_000).contains(&v) {
+        return Err(format!(
+            "{v} ms is out of range: give 100 to 3600000 ms (0.1 s to 1 h)"
+        ));
+    }
+    Ok(v)
 }
 
 fn parse_block_size(s: &str) -> Result<u32, String> {
@@ -230,7 +281,7 @@ fn ctx(cli: &Cli, conn: Option<&ConnArgs>) -> Result<transfer::Ctx> {
         device: device(cli)?,
         name: name(cli)?,
         opts: open_opts(cli),
-        connect_timeout: Duration::from_secs_f64(conn.map(|c| c.timeout).unwrap_or(10.0).max(0.0)),
+        connect_timeout: conn.map_or(Duration::from_secs(10), |c| c.timeout),
         lock: cli.lock,
         destage_off: cli.destage_off,
     })
@@ -284,15 +335,9 @@ fn configure_scsi(cli: &Cli) -> Result<()> {
         }
         None => scsi::default_initiator(&name(cli).unwrap_or_else(|_| "fts".into())),
     };
-    if !cli.scsi_timeout.is_finite() || cli.scsi_timeout <= 0.0 {
-        return Err(fail(
-            Code::Usage,
-            "--scsi-timeout must be a positive number of seconds",
-        ));
-    }
     scsi::configure(scsi::ScsiConfig {
         initiator,
-        timeout: Duration::from_secs_f64(cli.scsi_timeout),
+        timeout: cli.scsi_timeout,
     });
     Ok(())
 }
@@ -350,21 +395,34 @@ fn run(cli: Cli) -> Result<()> {
             a.force = *force;
             a.block_size = cli.block_size;
             let spec = format::run(&a)?;
-            println!("{}", format::summary(&spec));
+            outln!("{}", format::summary(&spec));
             Ok(())
         }
         Cmd::Inspect { json, entries } => {
             let mut dev = layout::open_device(&device(&cli)?, &open_opts(&cli))?;
             let loaded = layout::load(dev.as_mut())?;
+            if let Some(w) = loaded.warning(dev.location()) {
+                eprintln!("fts: {w}");
+            }
             let v = inspect::to_json(dev.as_ref(), &loaded, *entries);
             if *json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print!("{}", inspect::to_text(&v));
+                out!("{}", inspect::to_text(&v));
             }
             Ok(())
         }
-        Cmd::Check { secondaries } => check(&cli, secondaries),
+        Cmd::Check {
+            secondaries,
+            repair,
+        } => check::run(&check::CheckArgs {
+            device: device(&cli)?,
+            opts: open_opts(&cli),
+            secondaries: secondaries.clone(),
+            repair: *repair,
+            lock: cli.lock,
+            name: if *repair { name(&cli)? } else { String::new() },
+        }),
         Cmd::Serve {
             root,
             max_partial_age,
@@ -418,81 +476,6 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn check(cli: &Cli, candidates: &[String]) -> Result<()> {
-    let loc = device(cli)?;
-    let mut dev = layout::open_device(&loc, &open_opts(cli))?;
-    let loaded = layout::load(dev.as_mut())?;
-    let mut problems = loaded.problems.clone();
-    // Secondary devices: found by identity (layout + device uuid), never trusted by path.
-    for (i, e) in loaded.sdt.iter().enumerate().skip(1) {
-        let mut paths: Vec<String> = candidates.to_vec();
-        paths.push(e.sec_path.clone());
-        let mut found = false;
-        for p in paths {
-            let Ok(mut sdev) = layout::open_device(&p, &open_opts(cli)) else {
-                continue;
-            };
-            let mut lb5 = vec![0u8; LB];
-            if sdev
-                .read_at(fts_layout::MCB_LB * LB as u64, &mut lb5)
-                .is_err()
-            {
-                continue;
-            }
-            match fts_layout::Mcb::decode(&lb5) {
-                Ok(m) if m.blk5_device_uuid == e.sec_dev_id => {
-                    problems.extend(fts_layout::check::check_secondary(
-                        &lb5,
-                        &loaded.mcb,
-                        &loaded.sdt,
-                        i,
-                    ));
-                    found = true;
-                    break;
-                }
-                _ => continue,
-            }
-        }
-        if !found {
-            problems.push(fts_layout::check::Problem {
-                device: i,
-                lb: fts_layout::MCB_LB,
-                offset_in_lb: 0,
-                record: format!("secondary device {}", i + 1),
-                what: format!(
-                    "not found: no device with id {} (recorded at {}); pass --secondary PATH",
-                    e.sec_dev_id, e.sec_path
-                ),
-            });
-        }
-    }
-    report(dev.as_ref(), &loaded, &problems)
-}
-
-fn report(
-    dev: &dyn BlockDevice,
-    loaded: &layout::Loaded,
-    problems: &[fts_layout::check::Problem],
-) -> Result<()> {
-    if problems.is_empty() {
-        println!(
-            "{}: fts layout {} is consistent ({} connections, {} segments)",
-            dev.location(),
-            loaded.mcb.blk5_layout_uuid,
-            loaded.mcb.blk5_max_connections,
-            loaded.mcb.blk5_tot_seg_num
-        );
-        return Ok(());
-    }
-    for p in problems {
-        println!("{p}");
-    }
-    Err(fail(
-        Code::CheckProblems,
-        format!("{}: {} problem(s) found", dev.location(), problems.len()),
-    ))
-}
-
 /// The error chain as one line, skipping causes whose text the previous
 /// message already contains (library errors often embed their source).
 fn message(e: &anyhow::Error) -> String {
@@ -510,6 +493,7 @@ fn message(e: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    out::install_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -517,11 +501,20 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { Code::Usage as u8 } else { 0 });
         }
     };
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    let result = run(cli);
+    // Standard output closed by its reader: the command ends quietly, as
+    // one killed by SIGPIPE would (after doing its work).
+    let output = out::status();
+    match (result, output) {
+        (Err(e), _) => {
             eprintln!("fts: error: {}", message(&e));
             ExitCode::from(code_of(&e) as u8)
+        }
+        (Ok(()), Ok(())) => ExitCode::SUCCESS,
+        (Ok(()), Err(None)) => ExitCode::from(out::CLOSED_EXIT),
+        (Ok(()), Err(Some(why))) => {
+            eprintln!("fts: error: cannot write to standard output: {why}");
+            ExitCode::from(Code::Failure as u8)
         }
     }
 }

@@ -14,6 +14,7 @@ use fts_scsi::{is_unsupported, lock_transport, Commands, IoPolicy, ScsiDevice, S
 use fts_session::{Identity, LockFactory, Shared};
 
 use crate::exit::{fail, Code};
+use crate::out::outln;
 
 /// How this process reaches SCSI devices; set once from the command line.
 #[derive(Debug, Clone)]
@@ -313,32 +314,33 @@ pub fn run(location: &str, op: &ScsiCmd) -> Result<()> {
         ScsiCmd::Inquiry => {
             let mut g = lock_transport(&t);
             let inq = g.inquiry().map_err(|e| scsi("INQUIRY", e))?;
-            println!("vendor:    {}", inq.vendor);
-            println!("product:   {}", inq.product);
-            println!("revision:  {}", inq.revision);
-            println!(
+            outln!("vendor:    {}", inq.vendor);
+            outln!("product:   {}", inq.product);
+            outln!("revision:  {}", inq.revision);
+            outln!(
                 "type:      0x{:02x}{}",
                 inq.peripheral_device_type,
                 if inq.is_disk() { " (disk)" } else { "" }
             );
-            println!("identity:  {}", dev.identity());
+            outln!("identity:  {}", dev.identity());
             if let Ok(sn) = g.unit_serial_number() {
-                println!("serial:    {}", sn.serial);
+                outln!("serial:    {}", sn.serial);
             }
             if let Ok(ids) = g.device_identification() {
                 for d in &ids.designators {
                     if let Some(s) = d.to_id_string() {
-                        println!(
+                        outln!(
                             "designator: {:?} {:?} {s}",
-                            d.association, d.designator_type
+                            d.association,
+                            d.designator_type
                         );
                     }
                 }
             }
-            println!("initiator: {initiator}");
+            outln!("initiator: {initiator}");
         }
         ScsiCmd::Capacity => {
-            println!(
+            outln!(
                 "{} bytes, {} logical blocks of {} bytes",
                 dev.size_bytes(),
                 dev.size_bytes() / u64::from(dev.block_size()),
@@ -347,27 +349,27 @@ pub fn run(location: &str, op: &ScsiCmd) -> Result<()> {
         }
         ScsiCmd::Reservations => {
             let mut g = lock_transport(&t);
-            println!("this initiator: {initiator}, key 0x{key:016x}");
+            outln!("this initiator: {initiator}, key 0x{key:016x}");
             match g.pr_read_keys() {
                 Ok(k) => {
-                    println!(
+                    outln!(
                         "PR generation {}; {} registered key(s)",
                         k.generation,
                         k.keys.len()
                     );
                     for k in &k.keys {
-                        println!(
+                        outln!(
                             "  key 0x{k:016x}{}",
                             if *k == key { " (this initiator)" } else { "" }
                         );
                     }
                 }
-                Err(e) if is_unsupported(&e) => println!("persistent reservations: not supported"),
+                Err(e) if is_unsupported(&e) => outln!("persistent reservations: not supported"),
                 Err(e) => return Err(scsi("PR IN READ KEYS", e)),
             }
             match g.pr_read_reservation() {
                 Ok(r) => match r.reservation {
-                    Some(res) => println!(
+                    Some(res) => outln!(
                         "reservation: key 0x{:016x}, type {}",
                         res.key,
                         res.pr_type().map_or_else(
@@ -375,17 +377,17 @@ pub fn run(location: &str, op: &ScsiCmd) -> Result<()> {
                             |t| t.abbrev().to_string()
                         )
                     ),
-                    None => println!("reservation: none"),
+                    None => outln!("reservation: none"),
                 },
                 Err(e) if is_unsupported(&e) => {}
                 Err(e) => return Err(scsi("PR IN READ RESERVATION", e)),
             }
             match g.test_unit_ready() {
                 Err(fts_scsi::Error::ReservationConflict) => {
-                    println!("TEST UNIT READY: RESERVATION CONFLICT (another initiator holds a reservation that blocks this one)")
+                    outln!("TEST UNIT READY: RESERVATION CONFLICT (another initiator holds a reservation that blocks this one)")
                 }
-                Ok(()) => println!("TEST UNIT READY: GOOD (no reservation blocks this initiator)"),
-                Err(e) => println!("TEST UNIT READY: {e}"),
+                Ok(()) => outln!("TEST UNIT READY: GOOD (no reservation blocks this initiator)"),
+                Err(e) => outln!("TEST UNIT READY: {e}"),
             }
         }
         ScsiCmd::Cache { set } => {
@@ -423,14 +425,14 @@ pub fn run(location: &str, op: &ScsiCmd) -> Result<()> {
                 ("changeable", PageControl::Changeable),
             ] {
                 match g.caching_page(pc) {
-                    Ok(p) => println!(
+                    Ok(p) => outln!(
                         "{name:10}: WCE={} RCD={} write retention priority={} demand read retention priority={}",
                         u8::from(p.wce),
                         u8::from(p.rcd),
                         p.write_retention_priority,
                         p.demand_read_retention_priority
                     ),
-                    Err(e) => println!("{name:10}: {e}"),
+                    Err(e) => outln!("{name:10}: {e}"),
                 }
             }
         }
@@ -443,13 +445,13 @@ pub fn run(location: &str, op: &ScsiCmd) -> Result<()> {
                 key,
             )
             .map_err(|e| scsi(REGISTER, e))?;
-            println!("registered key 0x{key:016x} for {initiator}");
+            outln!("registered key 0x{key:016x} for {initiator}");
         }
         ScsiCmd::Release => {
             // A RELEASE(6) from a non-holder does nothing, so it is safe.
             let _ = lock_transport(&t).release6();
             fts_lock::clear_key(&t, key)?;
-            println!("released: no reservation or registration of {initiator} remains");
+            outln!("released: no reservation or registration of {initiator} remains");
         }
         ScsiCmd::Preempt { key: victim } => {
             let victim = match victim {
@@ -497,7 +499,7 @@ pub fn run(location: &str, op: &ScsiCmd) -> Result<()> {
             let _ = pr_out(&t, PrOutServiceAction::Release, Some(PR_TYPE), key, 0);
             pr_out(&t, PrOutServiceAction::Register, None, key, 0)
                 .map_err(|e| scsi("PR OUT REGISTER (unregister)", e))?;
-            println!("preempted key 0x{victim:016x} with {how}");
+            outln!("preempted key 0x{victim:016x} with {how}");
         }
     }
     Ok(())

@@ -187,7 +187,7 @@ impl fmt::Display for Damaged {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "the {} (LB {}) is damaged ({}); using its backup at LB {}",
+            "the {} (LB {}) is damaged: {}; using its backup at LB {}",
             self.record,
             self.lb,
             self.error.detail(),
@@ -1024,6 +1024,15 @@ pub fn repair_plan(img: &Image<'_>, free_dead: &[u32]) -> Result<RepairPlan, Err
     // Copy the MCB only if its geometry holds together.
     let consistent = matches!(reconcile(mcb, &checked.sdt), Ok((_, m)) if m.is_empty());
     let mcb_name = RecordKind::Mcb.to_string();
+
+    // A device that shrank since format: no write brings its end back.
+    if img.device_bytes < mcb.device_bytes {
+        plan.left.push(format!(
+            "{mcb_name}: the device is {} bytes, smaller than the {} bytes it had at format; \
+             not mended (give the device its size back, or format again)",
+            img.device_bytes, mcb.device_bytes
+        ));
+    }
 
     // LB 4.
     if lb_bytes(control, ZERO_LB).iter().any(|&b| b != 0) {

@@ -44,7 +44,13 @@ pub struct Shared {
 
 impl Shared {
     /// Reads the Master Control Block and Secondary Device Table of `dev`.
+    /// A primary that fails its checks is read from its backup at the end
+    /// of the master (format v1.1); this then writes one warning line to
+    /// standard error naming what was damaged and that `fts check
+    /// --repair` rewrites it. Without a valid backup (or on a v1.0 layout)
+    /// the primary's error is returned.
     pub fn open(mut dev: Box<dyn BlockDevice>) -> Result<Self, Error> {
+        use fts_layout::check::{backup_location, damage_warning, master_records, Backups};
         let mut buf = vec![0u8; 3 * LB];
         dev.read_at(MCB_LB * LB as u64, &mut buf)?;
         let location = dev.location().to_string();
@@ -52,15 +58,29 @@ impl Shared {
             location: location.clone(),
             source,
         };
-        let mcb = Mcb::decode(&buf[..LB]).map_err(layout)?;
-        let sdt_lb = &buf[2 * LB..3 * LB];
-        let mut sdt: Vec<SdtEntry> = Vec::new();
-        for i in 0..mcb.blk5_secondary_device_entrynum as usize {
-            let rec = &sdt_lb[i * RECORD_SIZE..(i + 1) * RECORD_SIZE];
-            let e = SdtEntry::decode(rec, Expect::exact(mcb.layout_id(), i as u32 + 1))
-                .map_err(layout)?;
-            sdt.push(e);
+        let records = match master_records(&buf, None) {
+            Ok(r) => r,
+            Err(first) => {
+                // Only a damaged primary costs the extra read.
+                let Some(at) = backup_location(&buf, dev.size_bytes()) else {
+                    return Err(layout(first));
+                };
+                let mut backups = vec![0u8; fts_layout::BACKUP_LBS as usize * LB];
+                if dev.read_at(at * LB as u64, &mut backups).is_err() {
+                    return Err(layout(first));
+                }
+                let b = Backups {
+                    lb: at,
+                    bytes: &backups,
+                };
+                master_records(&buf, Some(b)).map_err(|_| layout(first))?
+            }
+        };
+        if let Some(w) = damage_warning(&location, &records.damaged) {
+            eprintln!("fts: {w}");
         }
+        let mcb: Mcb = records.mcb;
+        let sdt: Vec<SdtEntry> = records.sdt;
         let geometry = Geometry::from_mcb(&mcb, &sdt).map_err(layout)?;
         Ok(Shared { dev, mcb, geometry })
     }

@@ -497,6 +497,7 @@ fn format_refuses_a_layout_whose_mcb_only_the_backup_shows() {
     }
     let o = fts()
         .args(["-d", &dev.path, "format", "--max-connections", "4"])
+        .args(["--ring-entries", "40"])
         .output()
         .unwrap();
     assert_eq!(code(&o), 6, "{}", text(&o));

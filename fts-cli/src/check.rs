@@ -205,7 +205,7 @@ fn repair(
             if life(dev, &g, slot)? == before {
                 still.insert(slot, before);
             } else {
-                outln!("not repaired: Process Id Table entry {slot}: a lease or the entry changed while watched: not dead");
+                outln!("not repaired: Process Id Table entry {slot}: it or a lease changed while watched (a side is alive, or another process freed it): left alone");
             }
         }
         watched = still;
@@ -235,7 +235,7 @@ fn repair(
         if life(dev, &g, *slot)? == *before {
             confirmed.push(*slot);
         } else {
-            outln!("not repaired: Process Id Table entry {slot}: it changed before the lock was taken: not dead");
+            outln!("not repaired: Process Id Table entry {slot}: it or a lease changed before the lock was taken: left alone");
         }
     }
     let under_lock = check::repair_plan(

@@ -10,11 +10,14 @@
 
 use core::fmt;
 
-use fts_layout::check::{self, check_master as check_master_area, check_secondary};
+use fts_layout::check::{
+    backup_location, check_image, check_master as check_master_area, check_secondary,
+    master_records, repair_plan, Checked, MasterBytes,
+};
 use fts_layout::{
     crc32c_record, format_plan, mcb_for_device, CmdArea, Error, Expect, FormatSpec, Geometry,
     GeometryParams, Lease, LockRecord, Mcb, PidEntry, PtrChunk, RecordKind, SdtEntry, SegHeader,
-    Stamp, CRC_OFFSET, FORMAT_VERSION, LB, MCB_LB, RECORD_SIZE,
+    Stamp, BACKUP_LBS, CRC_OFFSET, FORMAT_MINOR, FORMAT_VERSION, LB, MCB_LB, RECORD_SIZE, SDT_LB,
 };
 use uuid::Uuid;
 
@@ -210,17 +213,36 @@ fn byte(data: &[u8], i: usize) -> u8 {
     data.get(i).copied().unwrap_or(0)
 }
 
-fn describe_check(r: &Result<(Mcb, Vec<SdtEntry>, Vec<check::Problem>), Error>) -> String {
+/// The checker's clock for the format-and-corrupt mode (ns since the
+/// epoch), long after the layout's `time_ns`.
+const NOW_NS: u64 = 1_800_000_000_000_000_000;
+
+fn describe_checked(r: &Result<Checked, Error>) -> String {
     match r {
-        Ok((_, sdt, problems)) => {
+        Ok(c) => {
             let mut s = format!(
-                "ok: {} SDT entries, {} problem(s)",
-                sdt.len(),
-                problems.len()
+                "ok: {} SDT entries, {} problem(s), {} damaged, {} dead",
+                c.sdt.len(),
+                c.problems.len(),
+                c.damaged.len(),
+                c.dead.len()
             );
-            for p in problems {
+            for p in &c.problems {
                 s.push_str("\n  ");
                 s.push_str(&p.to_string());
+            }
+            for d in &c.damaged {
+                let _ = d.to_string();
+                s.push_str(&format!(
+                    "\n  damaged: {} (LB {}), read from LB {}",
+                    d.record, d.lb, d.backup_lb
+                ));
+            }
+            for d in &c.dead {
+                s.push_str(&format!(
+                    "\n  dead: slot {} generation {}",
+                    d.slot, d.generation
+                ));
             }
             s
         }
@@ -239,19 +261,116 @@ fn overlay(dst: &mut [u8], first: u64, lb: u64, data: &[u8]) {
     }
 }
 
-/// `check::check_master` / `check_secondary`: on raw bytes (first byte
-/// even: a control area as read from a master, LB 0 on), or (first byte
-/// odd) on a real formatted control area built from a small geometry chosen
-/// by the input, then corrupted by the rest of the input, optionally
-/// re-sealing the touched records so their contents are checked.
+/// Checks `m`, reads its MCB and SDT as a program opening it would, plans
+/// the repairs (freeing the entries the check finds dead) and holds
+/// `repair_plan` to its word: a plan that leaves nothing unmended
+/// (`left` empty) mends everything, so that after its writes the master
+/// checks without problems and a new plan has nothing to write.
+fn check_and_repair(m: &MasterBytes, now_ns: Option<u64>) -> (bool, String) {
+    let img = m.image(now_ns);
+    let checked = check_image(&img);
+    let mut text = format!("check: {}", describe_checked(&checked));
+    let lb5_7 = m.control.get(MCB_LB as usize * LB..).unwrap_or(&[]);
+    let records = master_records(&lb5_7[..lb5_7.len().min(3 * LB)], img.backups);
+    text.push_str(&match &records {
+        Ok(r) => format!("\nrecords: ok, {} damaged", r.damaged.len()),
+        Err(e) => format!("\nrecords: error: {e}"),
+    });
+    let Ok(c) = &checked else {
+        return (false, text);
+    };
+    let dead: Vec<u32> = c.dead.iter().map(|d| d.slot).collect();
+    match repair_plan(&img, &dead) {
+        Ok(plan) => {
+            text.push_str(&format!(
+                "\nrepair: {} write(s), {} left",
+                plan.repairs.len(),
+                plan.left.len()
+            ));
+            for r in &plan.repairs {
+                text.push_str(&format!("\n  LB {}: {}", r.lb, r.what));
+            }
+            for l in &plan.left {
+                text.push_str(&format!("\n  left: {l}"));
+            }
+            if plan.left.is_empty() {
+                let mut mended = m.clone();
+                mended.apply(&plan);
+                let after = check_image(&mended.image(now_ns));
+                let problems = after.as_ref().map(|a| a.problems.as_slice());
+                assert!(
+                    matches!(problems, Ok([])),
+                    "a repair plan that leaves nothing did not mend the master: \
+                     after {}\nthe check says {}",
+                    text,
+                    describe_checked(&after)
+                );
+                let again = repair_plan(&mended.image(now_ns), &dead).map(|p| p.repairs);
+                assert!(
+                    matches!(again.as_deref(), Ok([])),
+                    "a mended master needs more repairs: after {text}\nagain: {:?}",
+                    again.map(|r| r
+                        .iter()
+                        .map(|r| format!("LB {}: {}", r.lb, r.what))
+                        .collect::<Vec<_>>())
+                );
+            }
+        }
+        Err(e) => text.push_str(&format!("\nrepair: error: {e}")),
+    }
+    (true, text)
+}
+
+/// The whole-master checks: `check_image` (through `check_master`'s
+/// name, the target's first function), `master_records` and
+/// `repair_plan`, with the backups of a v1.1 layout. Two modes:
+///
+/// - first byte even: the master as a reader reads it, LB 0 up to the end
+///   of the pointer tables, followed, when the MCB (or the device size)
+///   places backups, by the two backup LBs. The device size is the MCB's
+///   `device_bytes` field (raw); the checker's clock the first 8 bytes of
+///   LB 0, which fts never writes (0: no clock).
+/// - first byte odd: a master formatted in memory with a small geometry
+///   chosen by bytes 1-7 (byte 3 bit 7 set: v1.0, without backups), then
+///   corrupted by 6-byte patches from byte 8 on (offset u32 into the
+///   control area followed by the backups, xor, bit 0 set: re-seal the
+///   record's CRC so its contents are checked); byte 8 also shrinks the
+///   device by up to 7 LBs.
 pub fn check_master(data: &[u8]) -> Outcome {
     if byte(data, 0) % 2 == 0 {
-        let r = check_master_area(data, data.len() as u64);
-        return Outcome {
-            reached: r.is_ok(),
-            text: describe_check(&r),
-        };
+        raw_master(data)
+    } else {
+        formatted_master(data)
     }
+}
+
+fn raw_master(data: &[u8]) -> Outcome {
+    let mcb_at = MCB_LB as usize * LB;
+    let device_bytes = data.get(mcb_at + 160..mcb_at + 168).map_or(0, le_u64);
+    let lb5_7 = data.get(mcb_at..).unwrap_or(&[]);
+    let lb5_7 = &lb5_7[..lb5_7.len().min(3 * LB)];
+    let backup_len = BACKUP_LBS as usize * LB;
+    let split = backup_location(lb5_7, device_bytes)
+        .filter(|_| data.len() >= (SDT_LB as usize + 1) * LB + backup_len);
+    let (control, backups, backup_lb) = match split {
+        Some(lb) => {
+            let at = data.len() - backup_len;
+            (&data[..at], &data[at..], lb)
+        }
+        None => (data, &[][..], 0),
+    };
+    let now = le_u64(data.get(..8).unwrap_or(&[]));
+    let m = MasterBytes {
+        control: control.to_vec(),
+        backup_lb,
+        backups: backups.to_vec(),
+        device_bytes,
+    };
+    let (reached, text) = check_and_repair(&m, (now != 0).then_some(now));
+    Outcome { reached, text }
+}
+
+fn formatted_master(data: &[u8]) -> Outcome {
     let n = 2 + u32::from(byte(data, 2) % 40);
     let p = GeometryParams {
         master_bytes: (8 + u64::from(byte(data, 1) % 24)) << 20,
@@ -264,7 +383,12 @@ pub fn check_master(data: &[u8]) -> Outcome {
         ring_entries: n,
         batch: 1 + u32::from(byte(data, 7)) % n,
     };
-    let geometry = match Geometry::compute(&p) {
+    let minor = if byte(data, 3) & 0x80 != 0 {
+        0
+    } else {
+        FORMAT_MINOR
+    };
+    let geometry = match Geometry::compute_minor(&p, minor) {
         Ok(g) => g,
         Err(e) => {
             return Outcome {
@@ -286,28 +410,38 @@ pub fn check_master(data: &[u8]) -> Outcome {
         io_timeout_ms: 30_000,
         heartbeat_ms: 1_000,
     };
-    let end = spec.geometry.control_end_lb() as usize * LB;
-    // The master's control area and each secondary's LB 5: what format
-    // writes there (it also writes elsewhere, e.g. LB 4).
-    let mut control = vec![0u8; end];
+    let mut m = MasterBytes::formatted(&spec);
+    // Each secondary's LB 5 as format writes it.
     let mut lb5s = vec![vec![0u8; LB]; d];
     for w in format_plan(&spec) {
-        match w.device {
-            0 => overlay(&mut control, 0, w.lb, &w.data),
-            n => overlay(&mut lb5s[n], MCB_LB, w.lb, &w.data),
+        if w.device > 0 {
+            overlay(&mut lb5s[w.device], MCB_LB, w.lb, &w.data);
         }
     }
-    // Patches: (offset u32, xor u8, reseal u8) groups.
+    // Patches: (offset u32, xor u8, reseal u8) groups, over the control
+    // area followed by the backups.
+    let end = m.control.len();
+    let span = end + m.backups.len();
     let mut touched = Vec::new();
     for patch in data.get(8..).unwrap_or(&[]).chunks_exact(6) {
-        let off = le_u32(&patch[..4]) as usize % end;
-        control[off] ^= patch[4];
+        let off = le_u32(&patch[..4]) as usize % span;
+        let (buf, at) = if off < end {
+            (&mut m.control, off)
+        } else {
+            (&mut m.backups, off - end)
+        };
+        buf[at] ^= patch[4];
         if patch[5] & 1 == 1 {
             touched.push(off / RECORD_SIZE * RECORD_SIZE);
         }
     }
     for rec in touched {
-        let r = &mut control[rec..rec + RECORD_SIZE];
+        let (buf, at) = if rec < end {
+            (&mut m.control, rec)
+        } else {
+            (&mut m.backups, rec - end)
+        };
+        let r = &mut buf[at..at + RECORD_SIZE];
         if r[0] == b'F' {
             r[CRC_OFFSET..CRC_OFFSET + 4].fill(0);
             let crc = crc32c_record(r, CRC_OFFSET);
@@ -315,22 +449,29 @@ pub fn check_master(data: &[u8]) -> Outcome {
         }
     }
     let shrink = usize::from(byte(data, 8) % 8) * LB;
-    let device_bytes = spec.geometry.devices[0].device_bytes - (shrink as u64);
-    let full = check_master_area(&control, device_bytes);
-    let mut text = format!("formatted: {}", describe_check(&full));
-    if let Ok((mcb, sdt, _problems)) = &full {
+    m.device_bytes -= shrink as u64;
+    let (reached, mut text) = check_and_repair(&m, Some(NOW_NS));
+    text.insert_str(0, "formatted: ");
+    if let Ok(c) = check_image(&m.image(None)) {
         for (i, lb5) in lb5s.iter().enumerate() {
-            let problems = check_secondary(lb5, mcb, sdt, i);
+            let problems = check_secondary(lb5, &c.mcb, &c.sdt, i);
             text.push_str(&format!("\nsecondary {i}: {} problem(s)", problems.len()));
         }
-        let g = Geometry::from_mcb(mcb, sdt);
+        let g = Geometry::from_mcb(&c.mcb, &c.sdt);
         text.push_str(&format!("\nfrom_mcb: {}", describe(&g)));
     }
     let _ = mcb_for_device(&spec, d);
-    let cut = check_master_area(&control[..control.len().min(shrink + 6 * LB)], device_bytes);
-    text.push_str(&format!("\ncut: {}", describe_check(&cut)));
-    Outcome {
-        reached: full.is_ok(),
-        text,
-    }
+    let cut = check_master_area(&m.control[..end.min(shrink + 6 * LB)], m.device_bytes);
+    text.push_str(&format!(
+        "\ncut: {}",
+        match cut {
+            Ok((_, sdt, problems)) => format!(
+                "ok: {} SDT entries, {} problem(s)",
+                sdt.len(),
+                problems.len()
+            ),
+            Err(e) => format!("error: {e}"),
+        }
+    ));
+    Outcome { reached, text }
 }

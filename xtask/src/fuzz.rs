@@ -50,9 +50,9 @@ const TIME_SCALE: &[(&str, u64)] = &[("check_master", 3)];
 const DEFAULT_MAX_LEN: usize = 4096;
 /// `-max_len` per target: what the target reads, with room to grow.
 /// `check_master` reads a master's whole control area (LB 0 to the end of
-/// the pointer tables): 52 KiB for the smallest geometry `fts format`
-/// accepts (1 connection, 2 ring entries), 72 KiB for the 2-connection
-/// seeds; 128 KiB leaves room for up to 4 connections. The record targets
+/// the pointer tables) and its two backup LBs: 60 KiB for the smallest
+/// geometry `fts format` accepts (1 connection, 2 ring entries), 80 KiB for
+/// the 2-connection seeds; 128 KiB leaves room for up to 4 connections. The record targets
 /// read one 512-byte record (the MCB target also up to 8 device sizes after
 /// it); longer inputs would only be ignored bytes.
 const MAX_LEN: &[(&str, usize)] = &[
@@ -666,13 +666,31 @@ mod seeds {
     fn cut(c: &mut Corpus, tag: &str, image: &[u8], secondaries: &[Vec<u8>]) -> Result<()> {
         let m = Map::read(image)?;
         let end = usize::try_from(m.control_end())? * LB;
-        c.add(
-            "check_master",
-            tag.to_string(),
-            image
-                .get(..end)
-                .context("image shorter than its control area")?,
-        );
+        // What a check reads: LB 0 to the end of the pointer tables, then
+        // the two backup LBs of a v1.1 layout (sdt_backup_ptr, MCB +440).
+        let mut master = image
+            .get(..end)
+            .context("image shorter than its control area")?
+            .to_vec();
+        let backup_lb = u64_at(at(image, 5, 0, REC)?, 440);
+        if backup_lb > 0 {
+            master.extend_from_slice(at(image, backup_lb, 0, 2 * LB)?);
+        }
+        c.add("check_master", tag.to_string(), &master);
+        // With connections in the table, also as a checker an hour later
+        // sees it (its clock in LB 0's first 8 bytes, which fts never
+        // writes): the connections show no life, so check reports them
+        // dead and repair_plan frees them.
+        let allocated = (1..=m.connections)
+            .any(|s| u32_at(&image[(8 + 3 * (s as usize - 1)) * LB..], 28) & 1 != 0);
+        if allocated {
+            let later = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_nanos() as u64
+                + 3_600_000_000_000;
+            master[..8].copy_from_slice(&(later & !1).to_le_bytes());
+            c.add("check_master", format!("{tag}-an-hour-later"), &master);
+        }
         // The MCB followed by every device's size, as the mcb target reads it.
         let sizes: Vec<u8> = (0..m.entrynum)
             .map(|i| at(image, 7, i * REC + 56, 8))
@@ -1012,8 +1030,9 @@ mod seeds {
     }
 
     /// Inputs for check_master's other mode (first byte odd): bytes 1-7
-    /// choose a geometry that the target formats in memory, then 6-byte
-    /// patches (offset u32, xor, reseal) corrupt it. See
+    /// choose a geometry that the target formats in memory (byte 3 bit 7:
+    /// v1.0), then 6-byte patches (offset u32 into the control area and
+    /// the backups, xor, reseal) corrupt it. See
     /// `fts-layout/fuzz/fuzz_targets/common.rs`.
     fn check_master_geometries(c: &mut Corpus) {
         let patch = |off: u32, xor: u8, reseal: u8| {
@@ -1038,6 +1057,24 @@ mod seeds {
         bad.extend(patch(lb(5, 84), 0x01, 1)); // MCB connections changed
         bad.extend(patch(lb(7, 48), 0x10, 1)); // SDT segment count
         c.add("check_master", "geometry-inconsistent-mcb".into(), &bad);
+        c.add(
+            "check_master",
+            "geometry-v1.0".into(),
+            &[1u8, 0, 0, 0x80, 0, 0, 0, 0],
+        );
+        // The smallest geometry: 13 LBs of control area, then the backup
+        // SDT and MCB. A damaged primary MCB (read from its backup), and a
+        // damaged backup MCB.
+        let mut primary = vec![1u8, 0, 0, 0, 0, 0, 0, 0];
+        primary.extend(patch(lb(5, 100), 0xff, 0));
+        c.add("check_master", "geometry-mcb-damaged".into(), &primary);
+        let mut backup = vec![1u8, 0, 0, 0, 0, 0, 0, 0];
+        backup.extend(patch(lb(14, 84), 0x02, 1));
+        c.add(
+            "check_master",
+            "geometry-backup-mcb-damaged".into(),
+            &backup,
+        );
     }
 
     /// A held lock record and a 4096-byte-block master, from `fts
@@ -1175,8 +1212,9 @@ stat::peak_rss_mb:              60
 
     #[test]
     fn max_len_covers_whole_masters() {
-        // 13 LBs: the control area of the smallest geometry fts formats.
-        assert!(max_len("check_master") >= 13 * 4096);
+        // The smallest geometry fts formats: 13 LBs of control area and 2
+        // backup LBs.
+        assert!(max_len("check_master") >= 15 * 4096);
         assert_eq!(max_len("sense"), DEFAULT_MAX_LEN);
     }
 

@@ -5,6 +5,7 @@
 //! process is run with inherited stdio from the workspace root.
 
 mod bindgen;
+mod campaign;
 mod ci;
 mod fresh_clone;
 mod fuzz;
@@ -32,6 +33,10 @@ Commands:
                                 seconds each (default 60).
   bench [ARGS...]               `cargo bench --workspace ARGS...`.
   hil [ARGS...]                 Multi-host test rig (not implemented yet).
+  crash-campaign [--kills N] [--seed S]
+                                Random SIGKILLs of fts clients and servers during puts
+                                and gets (default 60): no wrong file, every transfer
+                                completes with --resume, no leaked entry or temporary.
   fresh-clone-test [--keep]     `git clone` HEAD into a temp dir and run
                                 `CI=true bash .ci/run` there. Only committed changes
                                 are tested. --keep keeps the clone.
@@ -68,6 +73,7 @@ fn try_main() -> Result<()> {
         "fuzz" => fuzz::cmd(&rest),
         "bench" => bench(&rest),
         "hil" => hil::cmd(&rest),
+        "crash-campaign" => campaign::cmd(&rest),
         "fresh-clone-test" => fresh_clone::cmd(&rest),
         other => {
             print!("{HELP}");

@@ -30,6 +30,7 @@ const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other failure, 2 usage, 3 device I
 4 not formatted or unreadable layout, 5 check found problems, 6 refused to overwrite (use --force/--replace), \
 7 geometry does not fit, 8 the server refused (no such file, outside the root, ...), 9 no server accepted in time, \
 10 the peer died or closed, 11 end-to-end integrity check failed, 12 Process Id Table full, 13 the Process Id Table lock was lost or not obtained in time, \
+130 interrupted by SIGINT, SIGTERM or SIGHUP (after cleaning up), \
 141 standard output was closed by its reader (e.g. piped into head; nothing else went wrong)";
 
 #[derive(Debug, Parser)]
@@ -364,10 +365,24 @@ fn install_signal_handler() {
 
 fn run(cli: Cli) -> Result<()> {
     configure_scsi(&cli)?;
-    if cli
-        .device
-        .as_deref()
-        .is_some_and(fts_scsi::is_scsi_location)
+    // The transfer commands stop gracefully on a signal (their own
+    // handler: connections closed, temporaries removed, entries freed, the
+    // Caching page restored as the command unwinds); the others on a SCSI
+    // device restore the page and release reservations here, then exit.
+    let graceful = matches!(
+        cli.cmd,
+        Cmd::Serve { .. }
+            | Cmd::Put { .. }
+            | Cmd::Get { .. }
+            | Cmd::Dir { .. }
+            | Cmd::Shell { .. }
+            | Cmd::Demo { .. }
+    );
+    if !graceful
+        && cli
+            .device
+            .as_deref()
+            .is_some_and(fts_scsi::is_scsi_location)
     {
         install_signal_handler();
     }

@@ -5,6 +5,7 @@
 //! a re-read under the lock, so a decision made on an unlocked scan is never
 //! acted on without being confirmed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fts_layout::{OsType, PidEntry, PRO_FLAG_ALLOCATED, PRO_FLAG_PROCESSING, PRO_FLAG_REFUSED};
@@ -159,6 +160,28 @@ pub fn wait_accepted(
     timeout: Duration,
     lock_timeout: Duration,
 ) -> Result<(), Error> {
+    wait_accepted_or_stop(
+        shared,
+        lock,
+        claim,
+        peer,
+        timeout,
+        lock_timeout,
+        &AtomicBool::new(false),
+    )
+}
+
+/// [`wait_accepted`] that also ends when `stop` is raised (a signal): the
+/// entry is freed and the result is [`Error::Interrupted`].
+pub fn wait_accepted_or_stop(
+    shared: &mut Shared,
+    lock: &mut dyn TableLock,
+    claim: Claim,
+    peer: &str,
+    timeout: Duration,
+    lock_timeout: Duration,
+    stop: &AtomicBool,
+) -> Result<(), Error> {
     let start = Instant::now();
     let mut backoff =
         Backoff::with_delays(timeout, Duration::from_micros(50), Duration::from_millis(5));
@@ -199,6 +222,10 @@ pub fn wait_accepted(
         }
         if e.is_processing() {
             return Ok(());
+        }
+        if stop.load(Ordering::Relaxed) {
+            close(shared, lock, claim, lock_timeout)?;
+            return Err(Error::Interrupted);
         }
         if !backoff.wait() {
             close(shared, lock, claim, lock_timeout)?;

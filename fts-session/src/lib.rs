@@ -23,7 +23,9 @@ mod root;
 mod table;
 mod transfer;
 
-pub use connect::{accept, claim, close, pending_for, wait_accepted, Claim, Identity};
+pub use connect::{
+    accept, claim, close, pending_for, wait_accepted, wait_accepted_or_stop, Claim, Identity,
+};
 pub use error::Error;
 pub use lease::{check_owner, read_lease, ring_fence, Heartbeat, PeerWatch};
 pub use proto::{

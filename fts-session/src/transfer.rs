@@ -59,7 +59,7 @@ use crate::proto::{
     EntryKind, ErrorCode, FromWireText, Request, Response, MAX_CONTROL_MESSAGE,
 };
 use crate::{
-    accept, claim, close, pending_for, wait_accepted, Claim, Error, Identity, Root, Shared,
+    accept, claim, close, pending_for, wait_accepted_or_stop, Claim, Error, Identity, Root, Shared,
 };
 use temp::{TempError, TempFile};
 
@@ -995,7 +995,7 @@ pub fn with_client<R>(
     f: impl FnOnce(&mut Client<'_>) -> Result<R, Error>,
 ) -> Result<R, Error> {
     let c = claim(shared, lock, me, server, t.lock)?;
-    wait_accepted(shared, lock, c, server, t.connect, t.lock)?;
+    wait_accepted_or_stop(shared, lock, c, server, t.connect, t.lock, stop)?;
     let result = run_client(shared, c, me, server, stop, f);
     let closed = close(shared, lock, c, t.lock);
     let r = result?;

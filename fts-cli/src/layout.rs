@@ -36,7 +36,20 @@ pub fn open_device_and_nexus(
     }
     let dev = fts_blockdev::open(location, opts)
         .with_context(|| format!("cannot open device {location}"))?;
-    Ok((dev, None))
+    Ok((with_faults(dev)?, None))
+}
+
+/// Test builds only (feature `fault-injection`): wraps the device in the
+/// fault plan of `FTS_FAULT_PLAN` (see `fts-faults`), so process tests can
+/// make a real `fts` meet a misbehaving disk. Release builds never read it.
+#[cfg(feature = "fault-injection")]
+fn with_faults(dev: Box<dyn BlockDevice>) -> Result<Box<dyn BlockDevice>> {
+    fts_faults::wrap_from_env(dev).context("FTS_FAULT_PLAN")
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn with_faults(dev: Box<dyn BlockDevice>) -> Result<Box<dyn BlockDevice>> {
+    Ok(dev)
 }
 
 /// A master device's layout as read from disk.

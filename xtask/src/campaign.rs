@@ -315,7 +315,7 @@ fn run(o: &Opts, tmp: &Path) -> Result<()> {
                 .spawn()?,
         );
         // Kill somewhere in the transfer: right away, or after it has run a bit.
-        std::thread::sleep(Duration::from_millis(rng.below(400)));
+        std::thread::sleep(Duration::from_millis(rng.below(250)));
         if !matches!(child.0.try_wait(), Ok(None)) {
             // Finished before the kill: no crash to count; the file must be right.
             drop(child);

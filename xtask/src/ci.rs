@@ -1,6 +1,6 @@
 //! `cargo xtask ci [--quick]`: everything CI checks, in order, failing fast:
-//! setup, fmt, clippy, tests, doctests, fuzz, the multi-host rig on
-//! namespaces and on VMs (`FTS_CI_HIL=0` / `FTS_CI_HIL_VM=0` skip them).
+//! setup, fmt, clippy, tests, doctests, fuzz, a crash campaign of 50
+//! SIGKILLs, the multi-host rig on namespaces and on VMs (`FTS_CI_HIL=0` / `FTS_CI_HIL_VM=0` skip them).
 //! `.ci/run` runs exactly this.
 //!
 //! Tests that need a component the machine lacks skip through `hil::skip`
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use ::hil::skip::Skipped;
 use anyhow::{bail, Context, Result};
 
-use crate::{fuzz, hil, setup, util};
+use crate::{campaign, fuzz, hil, setup, util};
 
 pub fn cmd(args: &[String]) -> Result<()> {
     let mut quick = false;
@@ -145,6 +145,13 @@ fn run_steps(steps: &mut util::Steps, quick: bool, skip_log: &Path) -> Result<()
     } else {
         steps.step("fuzz", || {
             fuzz::build_and_run(None, fuzz::CI_SECS).map(|_| ())
+        })?;
+    }
+    if quick {
+        steps.skip("crash-campaign", "skipped by --quick");
+    } else {
+        steps.step("crash-campaign", || {
+            campaign::cmd(&["--kills".to_string(), "50".to_string()])
         })?;
     }
     if !hil::IMPLEMENTED {

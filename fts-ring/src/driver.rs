@@ -237,6 +237,10 @@ pub type Liveness<'d> = Box<dyn FnMut() -> Result<(), Error> + Send + 'd>;
 /// slot to be reclaimed and reused. The write is then not made.
 pub type Fence<'d> = Box<dyn FnMut() -> Result<(), Error> + Send + 'd>;
 
+/// How old a fence check may be when a write is issued before it is
+/// repeated (see `RingPort::fence_fresh`).
+const FENCE_FRESH: Duration = Duration::from_millis(20);
+
 /// How long a side waits without progress before it rewrites its whole
 /// pointer table (and again every as long).
 pub const REPUBLISH_AFTER: Duration = Duration::from_millis(250);
@@ -260,6 +264,7 @@ pub struct RingPort<'d> {
     poller: Poller,
     liveness: Option<Liveness<'d>>,
     fence: Option<Fence<'d>>,
+    fence_checked: Option<Instant>,
     stalled_since: Option<Instant>,
     seg_buf: AlignedBuf,
     table_buf: AlignedBuf,
@@ -357,6 +362,7 @@ impl<'d> RingPort<'d> {
             poller: Poller::default(),
             liveness: None,
             fence: None,
+            fence_checked: None,
             stalled_since: None,
             seg_buf,
             table_buf,
@@ -377,9 +383,32 @@ impl<'d> RingPort<'d> {
 
     fn check_fence(&mut self) -> Result<(), Error> {
         match &mut self.fence {
-            Some(f) => f(),
+            Some(f) => {
+                // Stamped before the check: a stop during or after it
+                // makes the check look old at the write.
+                let at = Instant::now();
+                f()?;
+                self.fence_checked = Some(at);
+                Ok(())
+            }
             None => Ok(()),
         }
+    }
+
+    /// Right before a write: the fence check must be recent. A process
+    /// stopped (SIGSTOP, a hung host) between its check and its write
+    /// wakes up with an old check: it checks again, so it finds out that
+    /// its slot was reused instead of writing into it. (The monotonic
+    /// clock runs while a process is stopped.)
+    fn fence_fresh(&mut self) -> Result<(), Error> {
+        if self.fence.is_some()
+            && self
+                .fence_checked
+                .map_or(true, |t| t.elapsed() > FENCE_FRESH)
+        {
+            self.check_fence()?;
+        }
+        Ok(())
     }
 
     /// Replaces the poller.
@@ -607,6 +636,7 @@ impl<'d> RingPort<'d> {
                 format!("{} table", self.role),
                 offset,
             );
+            self.fence_fresh()?;
             self.dev
                 .write_at(offset, &self.table_buf[start * LB..lb * LB], mode)
                 .map_err(err)?;
@@ -615,7 +645,6 @@ impl<'d> RingPort<'d> {
         Ok(())
     }
 
-    /// Reads and decodes the peer's whole table into `self.peer`.
     /// Reads and decodes the peer's whole table into `self.peer`. A chunk
     /// that fails validation is read again (with liveness checks) for up
     /// to [`CORRUPT_TABLE_PATIENCE`]: a transient read error, or a damaged
@@ -724,6 +753,7 @@ impl<'d> RingPort<'d> {
             ),
             offset,
         );
+        self.fence_fresh()?;
         self.dev
             .write_at(offset, &self.seg_buf[..total], WriteMode::Normal)
             .map_err(err)

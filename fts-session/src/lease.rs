@@ -22,6 +22,28 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// How old an ownership check may be when a lease write is issued (a
+/// process stopped between check and write checks again on waking).
+const OWNER_FRESH: Duration = Duration::from_millis(20);
+
+/// [`check_owner`], then [`write_lease`] only while that check is fresh.
+fn write_lease_if_owner(
+    shared: &mut Shared,
+    claim: Claim,
+    role: Role,
+    lease: &Lease,
+) -> Result<(), Error> {
+    loop {
+        // Stamped before the check: a stop during or after it makes the
+        // check look old here, and it is repeated.
+        let at = Instant::now();
+        check_owner(shared, claim)?;
+        if at.elapsed() <= OWNER_FRESH {
+            return write_lease(shared, claim, role, lease);
+        }
+    }
+}
+
 /// Writes one lease LB: the lease record and our (empty) command area, both
 /// ours alone.
 fn write_lease(shared: &mut Shared, claim: Claim, role: Role, lease: &Lease) -> Result<(), Error> {
@@ -89,7 +111,6 @@ pub(crate) fn beat(
     host: Uuid,
     counter: u64,
 ) -> Result<(), Error> {
-    check_owner(shared, claim)?;
     let lease = Lease {
         role,
         state: LEASE_ALIVE,
@@ -99,7 +120,7 @@ pub(crate) fn beat(
         host,
         pid: std::process::id(),
     };
-    write_lease(shared, claim, role, &lease)
+    write_lease_if_owner(shared, claim, role, &lease)
 }
 
 /// Reads the lease `role` wrote for `slot`.
@@ -148,8 +169,7 @@ impl Heartbeat {
             host,
             pid: std::process::id(),
         };
-        check_owner(&mut mine, claim)?;
-        write_lease(&mut mine, claim, role, &lease(1))?;
+        write_lease_if_owner(&mut mine, claim, role, &lease(1))?;
         let stop = Arc::new(AtomicBool::new(false));
         let fenced = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -167,11 +187,13 @@ impl Heartbeat {
                         continue;
                     }
                     counter += 1;
-                    if let Err(e) = check_owner(&mut bg, claim) {
-                        fenced_flag.store(true, Ordering::SeqCst);
-                        return Err(e);
+                    match write_lease_if_owner(&mut bg, claim, role, &lease(counter)) {
+                        Err(e @ Error::Fenced { .. }) => {
+                            fenced_flag.store(true, Ordering::SeqCst);
+                            return Err(e);
+                        }
+                        r => r?,
                     }
-                    write_lease(&mut bg, claim, role, &lease(counter))?;
                     next += interval;
                 }
                 Ok(())
@@ -198,7 +220,6 @@ impl Heartbeat {
     /// heartbeat writes nothing and returns [`Error::Fenced`].
     pub fn stop(mut self) -> Result<(), Error> {
         self.halt()?;
-        check_owner(&mut self.shared, self.claim)?;
         let lease = Lease {
             role: self.role,
             state: LEASE_CLOSED,
@@ -208,7 +229,7 @@ impl Heartbeat {
             host: self.host,
             pid: std::process::id(),
         };
-        write_lease(&mut self.shared, self.claim, self.role, &lease)
+        write_lease_if_owner(&mut self.shared, self.claim, self.role, &lease)
     }
 
     fn halt(&mut self) -> Result<(), Error> {

@@ -272,3 +272,37 @@ fn a_failed_format_leaves_no_file_it_created() {
     assert_eq!(code(&o), 0, "{}", text(&o));
     assert!(new.exists());
 }
+
+/// `hold-lock 1e30` panicked converting the seconds; anything beyond a
+/// year now means "until killed", and a negative or NaN value is a usage
+/// error.
+#[test]
+fn hold_lock_takes_absurd_seconds_without_panicking() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let dev = formatted(dir.path());
+    let mut child = fts()
+        .args(["-d", &dev, "-n", "holder", "hold-lock", "1e30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("holding"), "{line}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "hold-lock 1e30 exited");
+    child.kill().unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
+    for bad in ["-1", "NaN"] {
+        let o = fts()
+            .args(["-d", &dev, "-n", "holder", "hold-lock", bad])
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 2, "hold-lock {bad}: {}", text(&o));
+        assert!(!text(&o).contains("panicked"), "{}", text(&o));
+    }
+}

@@ -355,6 +355,16 @@ fn opt(v: Option<u64>) -> String {
     v.map_or_else(|| "?".to_string(), |v| v.to_string())
 }
 
+/// A byte count for the table: `812b`, `13.4K`, `26.0M`.
+fn bytes(v: Option<u64>) -> String {
+    match v {
+        None => "?".to_string(),
+        Some(b) if b < 1 << 10 => format!("{b}b"),
+        Some(b) if b < 1 << 20 => format!("{:.1}K", b as f64 / 1024.0),
+        Some(b) => format!("{:.1}M", b as f64 / (1024.0 * 1024.0)),
+    }
+}
+
 /// The per-target table: target, time, executions, coverage, corpus, crashes.
 pub fn table(stats: &[TargetStats]) -> String {
     let mut out = String::new();
@@ -384,7 +394,7 @@ pub fn table(stats: &[TargetStats]) -> String {
             format!("{}→{}", opt(s.cov_inited), opt(s.cov)),
             format!("{}→{}", opt(s.ft_inited), opt(s.ft)),
             s.seeds,
-            format!("{}/{}b", opt(s.corpus_units), opt(s.corpus_bytes)),
+            format!("{}/{}", opt(s.corpus_units), bytes(s.corpus_bytes)),
             if s.ok || !s.crashes.is_empty() {
                 s.crashes.len().to_string()
             } else {
@@ -1216,6 +1226,14 @@ stat::peak_rss_mb:              60
         // backup LBs.
         assert!(max_len("check_master") >= 15 * 4096);
         assert_eq!(max_len("sense"), DEFAULT_MAX_LEN);
+    }
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(bytes(Some(812)), "812b");
+        assert_eq!(bytes(Some(13_721)), "13.4K");
+        assert_eq!(bytes(Some(27_262_976)), "26.0M");
+        assert_eq!(bytes(None), "?");
     }
 
     #[test]

@@ -29,8 +29,11 @@ Commands:
                                 clippy, tests, fuzz smoke run, hil. --quick skips fuzz.
   bindgen                       Regenerate the committed bindgen output with a pinned
                                 bindgen-cli (0.72.1).
-  fuzz [TARGET] [--time SECS]   Run every fuzz target (or just TARGET) for SECS
-                                seconds each (default 60).
+  fuzz [TARGET] [--time SECS] [--keep-corpus] [--seed-corpus]
+                                Run every fuzz target (or just TARGET) for SECS
+                                seconds each (default 60) from the committed seeds and
+                                print executions and coverage per target;
+                                --seed-corpus regenerates the seeds (root, tgt).
   bench [ARGS...]               `cargo bench --workspace ARGS...`.
   hil [ARGS...]                 Multi-host test rig (not implemented yet).
   crash-campaign [--kills N] [--seed S]

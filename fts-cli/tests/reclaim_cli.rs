@@ -20,19 +20,9 @@ use fts_session::Shared;
 
 const LEASE_MS: u64 = 1500;
 
-fn fts() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fts"));
-    c.env_remove("FTS_DEVICE").env_remove("FTS_NAME");
-    c
-}
+mod robust_common;
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use robust_common::{fts, text};
 
 /// Kills and reaps on drop.
 struct Proc(Child);
@@ -300,11 +290,7 @@ fn generations(dev: &Dev, slot: u32, role: Role) -> (Option<u64>, Option<u64>) {
 }
 
 fn signal(p: &Proc, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &p.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    robust_common::signal(p.0.id(), sig);
 }
 
 /// The shared part of the two SIGSTOP tests: `stopped` is SIGSTOPped in
@@ -334,7 +320,7 @@ fn stopped_side_never_writes_into_the_new_connection(stop_server: bool) {
     } else {
         (&client, Role::Initiator, &srv)
     };
-    signal(stopped, "-STOP");
+    signal(stopped, "STOP");
     // The live side declares the stopped one dead and the slot is freed
     // (by the client closing, or by the server's reaper).
     wait_until(
@@ -366,7 +352,7 @@ fn stopped_side_never_writes_into_the_new_connection(stop_server: bool) {
         Duration::from_secs(10),
         || generations(&dev, 1, stopped_role) == (Some(new_gen), Some(new_gen)),
     );
-    signal(stopped, "-CONT");
+    signal(stopped, "CONT");
     // For several lease timeouts the device must show only the new
     // generation in the slot's records of the resumed side's role.
     let until = Instant::now() + Duration::from_millis(3 * LEASE_MS);

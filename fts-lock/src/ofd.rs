@@ -58,6 +58,17 @@ impl OfdLock {
         })
     }
 
+    /// Locks through `file`, a descriptor the caller already opened
+    /// (read-write: an exclusive lock needs write access), e.g. one opened
+    /// beneath a directory descriptor so that no path is looked up again.
+    /// The lock belongs to `file`'s open file description; `path` only
+    /// names it in errors.
+    pub fn from_file(file: File, path: PathBuf) -> Self {
+        OfdLock {
+            inner: OfdInner { file, path },
+        }
+    }
+
     /// The path this lock was opened on.
     pub fn path(&self) -> &Path {
         &self.inner.path

@@ -48,6 +48,25 @@ fn two_instances_in_one_process_exclude_each_other() {
 }
 
 #[test]
+fn from_file_locks_the_description_it_is_given() {
+    let (_dir, path) = device();
+    let rw = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap()
+    };
+    let mut a = OfdLock::from_file(rw(), path.clone());
+    let mut b = OfdLock::open(&path).unwrap();
+    assert_eq!(a.path(), path);
+    let guard = a.try_lock().unwrap().expect("the lock is free");
+    assert!(b.try_lock().unwrap().is_none(), "a holds it");
+    drop(guard);
+    assert!(b.try_lock().unwrap().is_some());
+}
+
+#[test]
 fn waiter_gets_the_lock_when_it_is_released_during_the_wait() {
     let (_dir, path) = device();
     let mut a = OfdLock::open(&path).unwrap();

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod beneath;
 mod connect;
 mod error;
 mod lease;
@@ -33,7 +34,7 @@ pub use proto::{
     EntryKind, ErrorCode, FromWireText, ProtoError, Request, Response, MAGIC, MAX_CONTROL_MESSAGE,
 };
 pub use reap::{Reaped, Reaper};
-pub use root::{Root, RootError};
+pub use root::{Access, Confinement, NewTarget, Root, RootError};
 pub use table::{Shared, Slot};
 pub use transfer::{
     check_local, serve, with_client, Client, ClientTimeouts, CopyOptions, LockFactory,

@@ -17,6 +17,7 @@ use std::io;
 use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::path::{Component, Path};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -122,6 +123,20 @@ fn symlink_is_loop(at: BorrowedFd<'_>, name: &OsStr, e: Errno) -> io::Error {
 
 fn is_symlink(mode: u32) -> bool {
     FileType::from_raw_mode(mode) == FileType::Symlink
+}
+
+/// When the file of `st` was last written.
+// The types of `st_mtime` and `st_mtime_nsec` differ between targets.
+#[allow(clippy::useless_conversion)]
+pub(crate) fn mtime(st: &rustix::fs::Stat) -> Option<SystemTime> {
+    let secs = i64::from(st.st_mtime);
+    let nanos = u64::from(st.st_mtime_nsec);
+    let whole = if secs >= 0 {
+        UNIX_EPOCH.checked_add(Duration::from_secs(secs.unsigned_abs()))
+    } else {
+        UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
+    }?;
+    whole.checked_add(Duration::from_nanos(nanos))
 }
 
 fn retry_intr<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {

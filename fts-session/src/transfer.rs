@@ -43,6 +43,8 @@ mod temp;
 
 use std::fs::{File, Metadata};
 use std::io::{self, Read as _, Write as _};
+use std::os::fd::{AsFd as _, OwnedFd};
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{FileExt as _, FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,6 +54,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use fts_layout::Role;
 use fts_lock::TableLock;
 use fts_ring::{MessageSource, Poller, RingPort};
+use rustix::fs::{AtFlags, FileType};
 
 use crate::lease::{Heartbeat, PeerWatch};
 use crate::proto::{
@@ -59,7 +62,8 @@ use crate::proto::{
     EntryKind, ErrorCode, FromWireText, Request, Response, MAX_CONTROL_MESSAGE,
 };
 use crate::{
-    accept, claim, close, pending_for, wait_accepted_or_stop, Claim, Error, Identity, Root, Shared,
+    accept, claim, close, pending_for, wait_accepted_or_stop, Access, Claim, Error, Identity, Root,
+    RootError, Shared,
 };
 use temp::{TempError, TempFile};
 
@@ -503,22 +507,17 @@ fn hash_prefix(file: &File, n: u64, watch: &Watch<'_>) -> Result<blake3::Hasher,
     Ok(h)
 }
 
-/// What a file type is, for messages: "a FIFO", "a character device", ...
-fn kind_of(ft: std::fs::FileType) -> &'static str {
-    if ft.is_dir() {
-        "a directory"
-    } else if ft.is_fifo() {
-        "a FIFO"
-    } else if ft.is_socket() {
-        "a socket"
-    } else if ft.is_char_device() {
-        "a character device"
-    } else if ft.is_block_device() {
-        "a block device"
-    } else if ft.is_symlink() {
-        "a symbolic link"
-    } else {
-        "not a regular file"
+/// What a file type (of a `st_mode`) is, for messages: "a FIFO", "a
+/// character device", ...
+fn kind_of(mode: u32) -> &'static str {
+    match FileType::from_raw_mode(mode) {
+        FileType::Directory => "a directory",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::Symlink => "a symbolic link",
+        _ => "not a regular file",
     }
 }
 
@@ -538,7 +537,7 @@ fn open_regular(path: &Path) -> Result<(File, Metadata), OpenError> {
     // below closes the race with a swap.
     let meta = std::fs::metadata(path).map_err(OpenError::Io)?;
     if !meta.is_file() {
-        return Err(OpenError::NotRegular(kind_of(meta.file_type())));
+        return Err(OpenError::NotRegular(kind_of(meta.mode())));
     }
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -547,9 +546,40 @@ fn open_regular(path: &Path) -> Result<(File, Metadata), OpenError> {
         .map_err(OpenError::Io)?;
     let meta = file.metadata().map_err(OpenError::Io)?;
     if !meta.is_file() {
-        return Err(OpenError::NotRegular(kind_of(meta.file_type())));
+        return Err(OpenError::NotRegular(kind_of(meta.mode())));
     }
     Ok((file, meta))
+}
+
+/// [`open_regular`] on the server: the remote path opened beneath the
+/// root, first as a handle only (to refuse what is not a regular file
+/// without opening it), then for reading, the type checked again on the
+/// descriptor read from.
+fn open_remote_regular(root: &Root, path: &str) -> Result<(File, Metadata), RootOpenError> {
+    let check = |fd: OwnedFd| -> Result<(File, Metadata), RootOpenError> {
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(RootOpenError::Io)?;
+        if !meta.is_file() {
+            return Err(RootOpenError::NotRegular(kind_of(meta.mode())));
+        }
+        Ok((file, meta))
+    };
+    check(root.open(path, Access::Inspect)?)?;
+    check(root.open(path, Access::Read)?)
+}
+
+/// Why [`open_remote_regular`] refused.
+enum RootOpenError {
+    Root(RootError),
+    Io(io::Error),
+    /// Not a regular file: what it is.
+    NotRegular(&'static str),
+}
+
+impl From<RootError> for RootOpenError {
+    fn from(e: RootError) -> Self {
+        RootOpenError::Root(e)
+    }
 }
 
 /// Identity of the shared device on this host, to refuse it as a LOCAL
@@ -615,7 +645,7 @@ pub fn check_local(path: &Path, device: &str, writing: bool) -> Result<(), Error
     if !meta.is_file() {
         return Err(refuse(format!(
             "is {}; fts {} regular files only",
-            kind_of(meta.file_type()),
+            kind_of(meta.mode()),
             if writing { "writes" } else { "reads" }
         )));
     }
@@ -845,10 +875,13 @@ impl Client<'_> {
                 "resume works in binary mode only".to_string(),
             ));
         }
+        // Created, renamed and removed relative to the directory opened here.
+        let (dir, name) =
+            temp::local_parent(local).map_err(local_err("create a temporary file for", local))?;
         let create = local_err("create a temporary file for", local);
         let mut tmp = if opts.resume {
             let key = absolute(local);
-            match TempFile::partial(&key, &self.server) {
+            match TempFile::partial(dir.as_fd(), &key, &self.server) {
                 Ok(t) => t,
                 Err(TempError::Io(e)) => return Err(create(e)),
                 Err(TempError::Busy) => {
@@ -865,7 +898,7 @@ impl Client<'_> {
                 }),
             }
         } else {
-            TempFile::unique(local).map_err(create)?
+            TempFile::unique(dir.as_fd(), &name).map_err(create)?
         };
         let (req, have, prefix) = if opts.resume {
             let have = tmp.len().map_err(local_err("read", local))?;
@@ -921,7 +954,7 @@ impl Client<'_> {
             }
             other => return Err(remote(other)),
         }
-        tmp.commit(local, replace).map_err(|source| {
+        tmp.commit(&name, replace).map_err(|source| {
             if source.kind() == io::ErrorKind::AlreadyExists {
                 Error::LocalExists {
                     path: local.display().to_string(),
@@ -931,7 +964,7 @@ impl Client<'_> {
             }
         })?;
         if !opts.resume {
-            temp::remove_partial(&absolute(local), &self.server);
+            temp::remove_partial(dir.as_fd(), &absolute(local), &self.server);
         }
         Ok(Transferred {
             size,
@@ -1097,35 +1130,44 @@ fn mtime_ns(m: &Metadata) -> u64 {
         .unwrap_or(0)
 }
 
-/// A directory's entries, without fts temporaries.
-fn listing(dir: &Path, shown: &str) -> Response {
-    let rd = match std::fs::read_dir(dir) {
+/// [`mtime_ns`] of a `stat`.
+fn stat_mtime_ns(st: &rustix::fs::Stat) -> u64 {
+    crate::beneath::mtime(st)
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The entries of the directory open as `dir` (opened beneath the root),
+/// without fts temporaries; each is inspected relative to `dir`, without
+/// following symbolic links.
+fn listing(dir: OwnedFd, shown: &str) -> Response {
+    let mut rd = match rustix::fs::Dir::read_from(&dir) {
         Ok(rd) => rd,
-        Err(e) => return io_resp(shown, &e),
+        Err(e) => return io_resp(shown, &e.into()),
     };
-    let mut entries: Vec<DirEntry> = rd
-        .filter_map(|e| e.ok())
-        .filter(|e| temp::classify(&e.file_name()).is_none())
-        .filter_map(|e| {
-            let m = e.path().symlink_metadata().ok()?;
-            let ft = m.file_type();
-            let kind = if ft.is_symlink() {
-                EntryKind::Symlink
-            } else if ft.is_dir() {
-                EntryKind::Dir
-            } else if ft.is_file() {
-                EntryKind::File
-            } else {
-                EntryKind::Other
-            };
-            Some(DirEntry {
-                name: e.file_name().to_string_lossy().into_owned(),
-                size: m.len(),
-                kind,
-                mtime_ns: mtime_ns(&m),
-            })
-        })
-        .collect();
+    let mut entries = Vec::new();
+    while let Some(Ok(e)) = rd.read() {
+        let name = std::ffi::OsStr::from_bytes(e.file_name().to_bytes());
+        if name == "." || name == ".." || temp::classify(name).is_some() {
+            continue;
+        }
+        let Ok(st) = rustix::fs::statat(dir.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        let kind = match FileType::from_raw_mode(st.st_mode) {
+            FileType::Symlink => EntryKind::Symlink,
+            FileType::Directory => EntryKind::Dir,
+            FileType::RegularFile => EntryKind::File,
+            _ => EntryKind::Other,
+        };
+        entries.push(DirEntry {
+            name: name.to_string_lossy().into_owned(),
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            kind,
+            mtime_ns: stat_mtime_ns(&st),
+        });
+    }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Response::Listing { entries }
 }
@@ -1145,7 +1187,7 @@ fn serve_connection(
     c: Claim,
     me: &Identity,
     peer: &str,
-    root: &Path,
+    root: &Root,
     stop: &AtomicBool,
 ) -> Result<(), Error> {
     let watch = Watch::new(stop, c.slot, format!("fts client {peer:?}"));
@@ -1157,7 +1199,8 @@ fn serve_connection(
     let patience = patience(&shared);
     let probe = shared.reopen()?;
     let r = (|| {
-        let root = Root::new(root).map_err(local_err("open root", root))?;
+        // Its own current directory; the root's descriptor is shared.
+        let root = root.clone();
         let mut port = RingPort::new(
             shared.device(),
             geo,
@@ -1233,8 +1276,8 @@ impl Served<'_> {
                 },
                 Request::Dir { path } => {
                     let shown = path.clone().unwrap_or_else(|| ".".into());
-                    match self.root.resolve_existing(&shown) {
-                        Ok(p) => listing(&p, &shown),
+                    match self.root.open(&shown, Access::List) {
+                        Ok(dir) => listing(dir, &shown),
                         Err(e) => e.to_response(),
                     }
                 }
@@ -1280,19 +1323,16 @@ impl Served<'_> {
         text: bool,
         resume: Option<(u64, [u8; 32])>,
     ) -> Result<(), Error> {
-        let p = match self.root.resolve_existing(path) {
-            Ok(p) => p,
-            Err(e) => return self.conn.reply(&e.to_response()),
-        };
-        let (file, meta) = match open_regular(&p) {
+        let (file, meta) = match open_remote_regular(&self.root, path) {
             Ok(x) => x,
-            Err(OpenError::NotRegular("a directory")) => {
+            Err(RootOpenError::Root(e)) => return self.conn.reply(&e.to_response()),
+            Err(RootOpenError::NotRegular("a directory")) => {
                 return self.conn.reply(&err_resp(
                     ErrorCode::IsADirectory,
                     format!("{path} is a directory"),
                 ))
             }
-            Err(OpenError::NotRegular(what)) => {
+            Err(RootOpenError::NotRegular(what)) => {
                 return self.conn.reply(&err_resp(
                     ErrorCode::NotRegular,
                     format!(
@@ -1300,7 +1340,7 @@ impl Served<'_> {
                     ),
                 ))
             }
-            Err(OpenError::Io(e)) => return self.conn.reply(&io_resp(path, &e)),
+            Err(RootOpenError::Io(e)) => return self.conn.reply(&io_resp(path, &e)),
         };
         if text {
             return self.get_text(file, &meta, path);
@@ -1371,14 +1411,11 @@ impl Served<'_> {
         text: bool,
         resume: bool,
     ) -> Result<(), Error> {
-        let target = match self.root.resolve_new(path) {
-            Ok(p) => p,
+        let target = match self.root.open_new(path) {
+            Ok(t) => t,
             Err(e) => return self.conn.reply(&e.to_response()),
         };
-        if target
-            .file_name()
-            .is_some_and(|n| temp::classify(n).is_some())
-        {
+        if temp::classify(target.name()).is_some() {
             return self.conn.reply(&err_resp(
                 ErrorCode::BadRequest,
                 format!(
@@ -1386,19 +1423,21 @@ impl Served<'_> {
                 ),
             ));
         }
-        match target.symlink_metadata() {
-            Ok(m) if m.is_dir() => {
+        let existing = rustix::fs::statat(target.dir(), target.name(), AtFlags::SYMLINK_NOFOLLOW)
+            .map(|st| FileType::from_raw_mode(st.st_mode));
+        match existing {
+            Ok(FileType::Directory) => {
                 return self.conn.reply(&err_resp(
                     ErrorCode::IsADirectory,
                     format!("{path} is a directory"),
                 ))
             }
-            Ok(m) if !m.is_file() => {
+            Ok(ft) if ft != FileType::RegularFile => {
                 return self.conn.reply(&err_resp(
                     ErrorCode::NotRegular,
                     format!(
                         "{path} is {}; the server replaces regular files only",
-                        kind_of(m.file_type())
+                        kind_of(ft.as_raw_mode())
                     ),
                 ))
             }
@@ -1413,9 +1452,9 @@ impl Served<'_> {
         // The temporary exists before we say Ok: a server that cannot
         // write there says so now, not by going silent.
         let made = if resume {
-            TempFile::partial(&target, &self.peer)
+            TempFile::partial(target.dir(), target.path(), &self.peer)
         } else {
-            TempFile::unique(&target).map_err(TempError::Io)
+            TempFile::unique(target.dir(), target.name()).map_err(TempError::Io)
         };
         let mut tmp = match made {
             Ok(t) => t,
@@ -1466,10 +1505,10 @@ impl Served<'_> {
                     "acknowledgement",
                     self.conn.patience.saturating_add(work(size)),
                 );
-                match tmp.commit(&target, replace) {
+                match tmp.commit(target.name(), replace) {
                     Ok(()) => {
                         if !resume {
-                            temp::remove_partial(&target, &self.peer);
+                            temp::remove_partial(target.dir(), target.path(), &self.peer);
                         }
                         Response::Ok
                     }
@@ -1551,11 +1590,10 @@ pub fn serve(
     stop: &AtomicBool,
     log: &(dyn Fn(String) + Sync),
 ) -> Result<(), Error> {
-    let root_dir = Root::new(&opts.root)
-        .map_err(local_err("serve", &opts.root))?
-        .root()
-        .to_path_buf();
-    let swept = temp::sweep(&root_dir, opts.max_partial_age);
+    // Opened once: every connection opens its paths beneath this directory.
+    let root = Root::new(&opts.root).map_err(local_err("serve", &opts.root))?;
+    let root_dir = root.root().to_path_buf();
+    let swept = temp::sweep(root.dir(), opts.max_partial_age);
     if !swept.removed.is_empty() {
         log(format!(
             "removed {} stale temporary file(s) under {}: {}",
@@ -1576,7 +1614,7 @@ pub fn serve(
         ));
     }
     let lock_timeout = opts.lock_timeout;
-    let root = root_dir.as_path();
+    let root = &root;
     let mut lock = locks()?;
     let mut poller = Poller::new(Duration::from_millis(50));
     let mut reaper = crate::Reaper::new(shared);

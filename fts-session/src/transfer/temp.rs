@@ -20,16 +20,25 @@
 //!
 //! NAME is cut so that the whole name fits 255 bytes: a 250-byte target
 //! name still gets a temporary.
+//!
+//! Everything happens relative to a descriptor of the target's directory
+//! (on the server one opened beneath the root, see [`crate::Root::open_new`]):
+//! the temporary is created, locked, renamed into place and removed with
+//! `openat`/`renameat`/`linkat`/`unlinkat` and a plain name, and opened with
+//! `O_NOFOLLOW`, so no symbolic link swapped into the tree redirects any of
+//! it.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Seek as _, SeekFrom};
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use fts_lock::OfdLock;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 /// Longest file name most Unix file systems accept.
 const NAME_MAX: usize = 255;
@@ -77,34 +86,60 @@ pub(crate) fn classify(name: &OsStr) -> Option<TempKind> {
     Some(TempKind::Unique { pid })
 }
 
-/// `.NAME<suffix>` in `target`'s directory, NAME cut to fit [`NAME_MAX`].
-fn sibling(target: &Path, suffix: &str) -> PathBuf {
-    let dir = target
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = target.file_name().map(OsStr::as_bytes).unwrap_or_default();
+/// `.NAME<suffix>`, NAME (the target's name) cut to fit [`NAME_MAX`].
+fn sibling(name: &OsStr, suffix: &str) -> OsString {
+    let name = name.as_bytes();
     let room = NAME_MAX.saturating_sub(1 + suffix.len());
     let mut out = Vec::with_capacity(NAME_MAX);
     out.push(b'.');
     out.extend_from_slice(&name[..name.len().min(room)]);
     out.extend_from_slice(suffix.as_bytes());
-    dir.join(OsString::from_vec(out))
+    OsString::from_vec(out)
 }
 
-/// The partial copy's path for `peer` writing `target`.
-pub(crate) fn partial_path(target: &Path, peer: &str) -> PathBuf {
+/// The name of the partial copy for `peer` writing the target whose
+/// absolute path (the key) is `key`; it sits next to the target.
+pub(crate) fn partial_name(key: &Path, peer: &str) -> OsString {
     let mut h = blake3::Hasher::new();
     h.update(peer.as_bytes());
     h.update(&[0]);
-    h.update(target.as_os_str().as_bytes());
+    h.update(key.as_os_str().as_bytes());
     let d = h.finalize();
     let hex: String = d.as_bytes()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    sibling(target, &format!(".fts-partial-{hex}"))
+    let name = key.file_name().unwrap_or_default();
+    sibling(name, &format!(".fts-partial-{hex}"))
 }
+
+/// A local path's directory, opened (`O_PATH`), and its name in it: where
+/// a client writes a received file. A path that ends in `/` names a
+/// directory, which a file cannot be.
+pub(crate) fn local_parent(path: &Path) -> io::Result<(OwnedFd, OsString)> {
+    let name = match path.file_name() {
+        Some(name) if !path.as_os_str().as_bytes().ends_with(b"/") => name,
+        _ => return Err(io::Error::from_raw_os_error(libc::EISDIR)),
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(dir, flags, Mode::empty())?;
+    Ok((fd, name.to_owned()))
+}
+
+/// Opens the existing file `name` in `dir` read-write without following a
+/// symbolic link or blocking (a FIFO), for taking its lock.
+fn open_existing(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<File> {
+    let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(dir, name, flags, Mode::empty())?;
+    Ok(File::from(fd))
+}
+
+/// Read and write for everyone, less the umask (as `File::create`).
+const FILE_MODE: u32 = 0o666;
 
 /// Why a temporary could not be had.
 #[derive(Debug)]
@@ -121,7 +156,10 @@ pub(crate) enum TempError {
 /// a partial copy (kept for a later resume) or was committed.
 #[derive(Debug)]
 pub(crate) struct TempFile {
-    path: PathBuf,
+    /// The directory it and its target are in.
+    dir: OwnedFd,
+    /// Its name there.
+    name: OsString,
     file: File,
     partial: bool,
     /// The OFD lock that keeps other transfers off a partial copy; its
@@ -130,10 +168,11 @@ pub(crate) struct TempFile {
     done: bool,
 }
 
-/// Takes the OFD lock of the partial copy at `path`, held until the
-/// returned handle is dropped; `None` if another transfer holds it.
-fn lock_partial(path: &Path) -> io::Result<Option<OfdLock>> {
-    let mut lock = OfdLock::open(path).map_err(io::Error::other)?;
+/// Takes the OFD lock of the partial copy open as `file` (named `name` in
+/// errors), held until the returned handle is dropped; `None` if another
+/// transfer holds it.
+fn lock_partial(file: File, name: &OsStr) -> io::Result<Option<OfdLock>> {
+    let mut lock = OfdLock::from_file(file, PathBuf::from(name));
     let held = match lock.try_lock() {
         Ok(Some(guard)) => {
             // The lock belongs to `lock`'s open file description and dies
@@ -148,50 +187,58 @@ fn lock_partial(path: &Path) -> io::Result<Option<OfdLock>> {
 }
 
 impl TempFile {
-    /// A fresh, unique temporary for one attempt.
-    pub(crate) fn unique(target: &Path) -> io::Result<TempFile> {
-        let path = sibling(
+    /// A fresh, unique temporary for one attempt at the target `target`
+    /// in `dir`.
+    pub(crate) fn unique(dir: BorrowedFd<'_>, target: &OsStr) -> io::Result<TempFile> {
+        let name = sibling(
             target,
             &format!(".fts-{}-{:08x}", std::process::id(), rand::random::<u32>()),
         );
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        // O_EXCL: never an existing file, never through a symbolic link.
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(dir, &name, flags, Mode::from_raw_mode(FILE_MODE))?;
         Ok(TempFile {
-            path,
-            file,
+            dir: dir.try_clone_to_owned()?,
+            name,
+            file: File::from(fd),
             partial: false,
             _lock: None,
             done: false,
         })
     }
 
-    /// The partial copy of `peer` for `target`, created empty if absent,
-    /// locked against other transfers.
-    pub(crate) fn partial(target: &Path, peer: &str) -> Result<TempFile, TempError> {
-        let path = partial_path(target, peer);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path)
-            .map_err(|e| {
-                if e.raw_os_error() == Some(libc::ELOOP) {
+    /// The partial copy of `peer` for the target `target` in `dir` whose
+    /// absolute path is `key`, created empty if absent, locked against
+    /// other transfers.
+    pub(crate) fn partial(
+        dir: BorrowedFd<'_>,
+        key: &Path,
+        peer: &str,
+    ) -> Result<TempFile, TempError> {
+        let name = partial_name(key, peer);
+        let flags =
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd =
+            rustix::fs::openat(dir, &name, flags, Mode::from_raw_mode(FILE_MODE)).map_err(|e| {
+                if e == rustix::io::Errno::LOOP {
                     TempError::NotRegular
                 } else {
-                    TempError::Io(e)
+                    TempError::Io(e.into())
                 }
             })?;
+        let file = File::from(fd);
         if !file.metadata().map_err(TempError::Io)?.is_file() {
             return Err(TempError::NotRegular);
         }
-        let lock = lock_partial(&path)
+        // The lock belongs to the open file description, which the clone
+        // shares: no second lookup of the name.
+        let lock = lock_partial(file.try_clone().map_err(TempError::Io)?, &name)
             .map_err(TempError::Io)?
             .ok_or(TempError::Busy)?;
         Ok(TempFile {
-            path,
+            dir: dir.try_clone_to_owned().map_err(TempError::Io)?,
+            name,
             file,
             partial: true,
             _lock: Some(lock),
@@ -216,14 +263,17 @@ impl TempFile {
         Ok(())
     }
 
-    /// fsyncs and moves into place; without `replace`, never clobbers.
-    pub(crate) fn commit(mut self, target: &Path, replace: bool) -> io::Result<()> {
+    /// fsyncs and moves into place as `target` in its directory; without
+    /// `replace`, never clobbers. A symbolic link at `target` is replaced
+    /// (or, without `replace`, counts as existing), never followed.
+    pub(crate) fn commit(mut self, target: &OsStr, replace: bool) -> io::Result<()> {
         self.file.sync_all()?;
+        let dir = self.dir.as_fd();
         if replace {
-            std::fs::rename(&self.path, target)?;
+            rustix::fs::renameat(dir, &self.name, dir, target)?;
         } else {
-            std::fs::hard_link(&self.path, target)?;
-            std::fs::remove_file(&self.path)?;
+            rustix::fs::linkat(dir, &self.name, dir, target, AtFlags::empty())?;
+            rustix::fs::unlinkat(dir, &self.name, AtFlags::empty())?;
         }
         self.done = true;
         Ok(())
@@ -243,20 +293,24 @@ impl Drop for TempFile {
         // An empty partial copy holds nothing to resume.
         let keep = self.partial && self.len().map(|n| n > 0).unwrap_or(false);
         if !keep {
-            let _ = std::fs::remove_file(&self.path);
+            let _ = rustix::fs::unlinkat(self.dir.as_fd(), &self.name, AtFlags::empty());
         }
     }
 }
 
-/// After a plain transfer of `target` by `peer` succeeded: removes that
-/// peer's partial copy of it, if there is one and no transfer holds it.
-pub(crate) fn remove_partial(target: &Path, peer: &str) {
-    let path = partial_path(target, peer);
-    if std::fs::symlink_metadata(&path).is_err() {
+/// After a plain transfer of the target `key` (its absolute path) in `dir`
+/// by `peer` succeeded: removes that peer's partial copy of it, if there is
+/// one and no transfer holds it.
+pub(crate) fn remove_partial(dir: BorrowedFd<'_>, key: &Path, peer: &str) {
+    let name = partial_name(key, peer);
+    let Ok(file) = open_existing(dir, &name) else {
+        return;
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
         return;
     }
-    if let Ok(Some(_held)) = lock_partial(&path) {
-        let _ = std::fs::remove_file(&path);
+    if let Ok(Some(_held)) = lock_partial(file, &name) {
+        let _ = rustix::fs::unlinkat(dir, &name, AtFlags::empty());
     }
 }
 
@@ -272,39 +326,39 @@ pub(crate) struct Swept {
 /// Deepest directory level [`sweep`] descends to.
 const SWEEP_DEPTH: usize = 64;
 
-/// Removes, under `root` (symbolic links are not followed), the fts
+/// Removes, under the directory `root` (symbolic links are not followed:
+/// every directory is opened with `O_NOFOLLOW` relative to its parent's
+/// descriptor, every file removed relative to its directory's), the fts
 /// temporaries nobody will use again: plain temporaries whose writer is no
 /// longer a process on this host, and every temporary or partial copy last
 /// written more than `max_age` ago, unless a transfer holds it.
-pub(crate) fn sweep(root: &Path, max_age: Duration) -> Swept {
+pub(crate) fn sweep(root: BorrowedFd<'_>, max_age: Duration) -> Swept {
     let mut out = Swept::default();
     let now = SystemTime::now();
-    let mut stack = vec![(root.to_path_buf(), 0usize)];
-    while let Some((dir, depth)) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in rd.flatten() {
-            let Ok(ft) = entry.file_type() else {
-                continue;
-            };
-            let path = entry.path();
-            if ft.is_dir() {
+    let list = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    // Directories still to visit: their parent, their name there, their
+    // path relative to the root (for the report), their depth. A parent
+    // stays open only while children of it wait.
+    let mut stack: Vec<(Rc<OwnedFd>, OsString, PathBuf, usize)> = Vec::new();
+    let mut visit = |dir: OwnedFd, rel: &Path, depth: usize, stack: &mut Vec<_>| {
+        let dir = Rc::new(dir);
+        for (name, ft) in entries(&dir) {
+            let shown = rel.join(&name);
+            if ft == FileType::Directory {
                 if depth < SWEEP_DEPTH {
-                    stack.push((path, depth + 1));
+                    stack.push((dir.clone(), name, shown, depth + 1));
                 }
                 continue;
             }
-            if !ft.is_file() {
+            if ft != FileType::RegularFile {
                 continue;
             }
-            let Some(kind) = classify(&entry.file_name()) else {
+            let Some(kind) = classify(&name) else {
                 continue;
             };
-            let old = entry
-                .metadata()
+            let old = rustix::fs::statat(dir.as_fd(), &name, AtFlags::SYMLINK_NOFOLLOW)
                 .ok()
-                .and_then(|m| m.modified().ok())
+                .and_then(|st| crate::beneath::mtime(&st))
                 .and_then(|t| now.duration_since(t).ok())
                 .is_some_and(|age| age > max_age);
             let orphan = match kind {
@@ -316,18 +370,55 @@ pub(crate) fn sweep(root: &Path, max_age: Duration) -> Swept {
             }
             // A partial copy a transfer holds stays; ours is held until removed.
             let _held = match kind {
-                TempKind::Partial => match lock_partial(&path) {
-                    Ok(Some(l)) => Some(l),
-                    _ => continue, // in use, or gone meanwhile
-                },
+                TempKind::Partial => {
+                    match open_existing(dir.as_fd(), &name).and_then(|f| lock_partial(f, &name)) {
+                        Ok(Some(l)) => Some(l),
+                        _ => continue, // in use, or gone meanwhile
+                    }
+                }
                 TempKind::Unique { .. } => None,
             };
-            let shown = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
-            match std::fs::remove_file(&path) {
+            match rustix::fs::unlinkat(dir.as_fd(), &name, AtFlags::empty()) {
                 Ok(()) => out.removed.push(shown),
-                Err(e) => out.failed.push((shown, e)),
+                Err(e) => out.failed.push((shown, e.into())),
             }
         }
+    };
+    if let Ok(dir) = rustix::fs::openat(root, ".", list, Mode::empty()) {
+        visit(dir, Path::new(""), 0, &mut stack);
+    }
+    while let Some((parent, name, rel, depth)) = stack.pop() {
+        let Ok(dir) = rustix::fs::openat(parent.as_fd(), &name, list, Mode::empty()) else {
+            continue; // gone, replaced by a symbolic link, unreadable
+        };
+        drop(parent);
+        visit(dir, &rel, depth, &mut stack);
+    }
+    out
+}
+
+/// The entries of the directory `dir` (not `.` and `..`) and their types
+/// (from `d_type`, or `lstat` where the file system leaves it unknown).
+fn entries(dir: &OwnedFd) -> Vec<(OsString, FileType)> {
+    let Ok(mut rd) = rustix::fs::Dir::read_from(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    while let Some(Ok(entry)) = rd.read() {
+        let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        if name == "." || name == ".." {
+            continue;
+        }
+        let ft = match entry.file_type() {
+            FileType::Unknown => {
+                match rustix::fs::statat(dir.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => FileType::from_raw_mode(st.st_mode),
+                    Err(_) => continue,
+                }
+            }
+            ft => ft,
+        };
+        out.push((name.to_owned(), ft));
     }
     out
 }
@@ -337,22 +428,34 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    fn open_dir(p: &Path) -> OwnedFd {
+        rustix::fs::open(p, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap()
+    }
+
     #[test]
     fn names_round_trip_through_classify() {
-        let t = Path::new("/srv/a/report.pdf");
-        let u = TempFile::unique(&std::env::temp_dir().join("fts-temp-test-x")).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = open_dir(tmp.path());
+        let u = TempFile::unique(dir.as_fd(), OsStr::new("fts-temp-test-x")).unwrap();
         assert_eq!(
-            classify(u.path.file_name().unwrap()),
+            classify(&u.name),
             Some(TempKind::Unique {
                 pid: std::process::id()
             })
         );
+        let made = tmp.path().join(&u.name);
+        assert!(made.is_file(), "{made:?}");
         drop(u);
-        let p = partial_path(t, "a");
-        assert_eq!(p.parent(), Some(Path::new("/srv/a")));
-        assert_eq!(classify(p.file_name().unwrap()), Some(TempKind::Partial));
-        assert_ne!(p, partial_path(t, "b"), "the peer is part of the name");
-        assert_ne!(p, partial_path(Path::new("/srv/a/other"), "a"));
+        assert!(!made.exists(), "a dropped temporary is removed");
+        let t = Path::new("/srv/a/report.pdf");
+        let p = partial_name(t, "a");
+        assert!(
+            p.as_bytes().starts_with(b".report.pdf.fts-partial-"),
+            "{p:?}"
+        );
+        assert_eq!(classify(&p), Some(TempKind::Partial));
+        assert_ne!(p, partial_name(t, "b"), "the peer is part of the name");
+        assert_ne!(p, partial_name(Path::new("/srv/b/report.pdf"), "a"));
         for plain in [
             "report.pdf",
             ".report.pdf",
@@ -369,14 +472,99 @@ mod tests {
     #[test]
     fn long_names_are_cut_to_fit() {
         let name = "n".repeat(250);
-        let p = partial_path(&Path::new("/d").join(&name), "peer");
-        assert_eq!(p.file_name().unwrap().len(), NAME_MAX);
-        assert_eq!(classify(p.file_name().unwrap()), Some(TempKind::Partial));
-        let u = sibling(&Path::new("/d").join(&name), ".fts-4294967295-ffffffff");
-        assert_eq!(u.file_name().unwrap().len(), NAME_MAX);
+        let p = partial_name(&Path::new("/d").join(&name), "peer");
+        assert_eq!(p.len(), NAME_MAX);
+        assert_eq!(classify(&p), Some(TempKind::Partial));
+        let u = sibling(OsStr::new(&name), ".fts-4294967295-ffffffff");
+        assert_eq!(u.len(), NAME_MAX);
         assert!(matches!(
-            classify(u.file_name().unwrap()),
+            classify(&u),
             Some(TempKind::Unique { pid: 4_294_967_295 })
         ));
+    }
+
+    /// The directory's path is swapped for a symlink to another directory
+    /// after the temporary was made: the commit still lands in the
+    /// directory the temporary is in, nothing appears in the other one.
+    #[test]
+    fn commit_stays_in_the_directory_it_was_opened_in() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (d, elsewhere, moved) = (
+            tmp.path().join("d"),
+            tmp.path().join("elsewhere"),
+            tmp.path().join("moved"),
+        );
+        std::fs::create_dir(&d).unwrap();
+        std::fs::create_dir(&elsewhere).unwrap();
+        let dir = open_dir(&d);
+        for replace in [false, true] {
+            let mut t = TempFile::unique(dir.as_fd(), OsStr::new("f")).unwrap();
+            std::io::Write::write_all(t.file(), b"data").unwrap();
+            std::fs::rename(&d, &moved).unwrap();
+            std::os::unix::fs::symlink(&elsewhere, &d).unwrap();
+            t.commit(OsStr::new("f"), replace).unwrap();
+            assert_eq!(std::fs::read(moved.join("f")).unwrap(), b"data");
+            assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+            std::fs::remove_file(&d).unwrap();
+            std::fs::rename(&moved, &d).unwrap();
+            std::fs::remove_file(d.join("f")).unwrap();
+        }
+        // Without replace, an existing symbolic link counts as existing
+        // and is not followed.
+        let target = elsewhere.join("t");
+        std::os::unix::fs::symlink(&target, d.join("f")).unwrap();
+        let t = TempFile::unique(dir.as_fd(), OsStr::new("f")).unwrap();
+        let e = t.commit(OsStr::new("f"), false).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert!(!target.exists());
+    }
+
+    /// A partial copy's name taken by a symbolic link is refused, not
+    /// followed; two transfers never hold one partial copy.
+    #[test]
+    fn partial_copies_are_locked_and_never_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = open_dir(tmp.path());
+        let key = tmp.path().join("f");
+        let a = TempFile::partial(dir.as_fd(), &key, "peer").unwrap();
+        assert!(matches!(
+            TempFile::partial(dir.as_fd(), &key, "peer"),
+            Err(TempError::Busy)
+        ));
+        drop(a); // empty: removed
+        let name = partial_name(&key, "peer");
+        assert!(!tmp.path().join(&name).exists());
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::os::unix::fs::symlink(&victim, tmp.path().join(&name)).unwrap();
+        assert!(matches!(
+            TempFile::partial(dir.as_fd(), &key, "peer"),
+            Err(TempError::NotRegular)
+        ));
+        assert!(!victim.exists());
+    }
+
+    /// The sweep removes orphaned temporaries below the root, follows no
+    /// symbolic link to a directory, and reports paths relative to the root.
+    #[test]
+    fn sweep_removes_orphans_beneath_and_nothing_through_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        // pid 0 is never a process of ours: an orphan.
+        let orphan = ".x.fts-0-0000abcd";
+        for dir in [root.join("a/b"), outside.clone()] {
+            std::fs::write(dir.join(orphan), b"t").unwrap();
+            std::fs::write(dir.join("x"), b"keep").unwrap();
+        }
+        std::os::unix::fs::symlink(&outside, root.join("a/link")).unwrap();
+        let swept = sweep(open_dir(&root).as_fd(), Duration::from_secs(3600));
+        assert_eq!(swept.removed, vec![PathBuf::from("a/b").join(orphan)]);
+        assert!(swept.failed.is_empty(), "{:?}", swept.failed);
+        assert!(!root.join("a/b").join(orphan).exists());
+        assert!(root.join("a/b/x").exists());
+        assert!(outside.join(orphan).exists(), "the sweep followed a link");
     }
 }

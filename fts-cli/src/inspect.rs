@@ -30,6 +30,7 @@ fn flags(f: u32) -> Vec<&'static str> {
         (fts_layout::PRO_FLAG_PROCESSING, "PROCESSING"),
         (fts_layout::PRO_FLAG_MVS, "MVS"),
         (fts_layout::PRO_FLAG_REFUSED, "REFUSED"),
+        (fts_layout::PRO_FLAG_SERVER, "SERVER"),
     ] {
         if f & bit != 0 {
             v.push(name);
@@ -143,7 +144,14 @@ pub fn to_json(dev: &dyn BlockDevice, l: &Loaded, all_entries: bool) -> Value {
                         "pro_requestor_host": p.pro_requestor_host.to_string(),
                         "pro_requestee_host": p.pro_requestee_host.to_string(),
                         "pro_auth_alg": p.pro_auth_alg,
-                        "pro_requestor_auth": hex(&p.pro_requestor_auth),
+                        "pro_auth_flags": p.pro_auth_flags,
+                        "pro_auth_nonce": hex(&p.pro_auth_nonce),
+                        "pro_requestor_key": hex(&p.pro_requestor_key),
+                        "pro_requestor_kx": hex(&p.pro_requestor_kx),
+                        "pro_requestee_nonce": hex(&p.pro_requestee_nonce),
+                        "pro_requestee_key": hex(&p.pro_requestee_key),
+                        "pro_requestee_kx": hex(&p.pro_requestee_kx),
+                        "pro_requestee_sig": hex(&p.pro_requestee_sig),
                     })
                 },
             );

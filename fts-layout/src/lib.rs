@@ -89,10 +89,12 @@ pub use geometry::{
 };
 pub use records::{
     CmdArea, DeviceRole, Lease, LockRecord, Mcb, OsType, PidEntry, PtrChunk, PtrEntry, RecordKind,
-    Role, SdtEntry, SegHeader, Timeouts, AUTH_HMAC_SHA256, AUTH_NONE, CMD_DATA_MAX,
-    CON_RC_AUTH_FAILED, CON_RC_OK, CON_RC_PROTOCOL_VERSION, CON_RC_SERVER_FULL, FLG_CONNECTOR,
-    FLG_INITIATOR, FLG_LAST, FLG_NAK, LEASE_ALIVE, LEASE_CLOSED, LEASE_NONE, LOCK_FREE, LOCK_HELD,
-    PRO_FLAG_ALLOCATED, PRO_FLAG_MVS, PRO_FLAG_PROCESSING, PRO_FLAG_REFUSED, SEC_FLAG_MASTER,
+    Role, SdtEntry, SegHeader, Timeouts, AUTH_ED25519, AUTH_FLAG_ENCRYPT_ASKED, AUTH_FLAG_SEALED,
+    AUTH_NONE, AUTH_RESERVED_HMAC, CMD_DATA_MAX, CON_RC_AUTH_FAILED, CON_RC_OK,
+    CON_RC_PROTOCOL_VERSION, CON_RC_SERVER_FULL, FLG_CONNECTOR, FLG_INITIATOR, FLG_LAST, FLG_NAK,
+    LEASE_ALIVE, LEASE_CLOSED, LEASE_NONE, LOCK_FREE, LOCK_HELD, PRO_FLAG_ALLOCATED, PRO_FLAG_MVS,
+    PRO_FLAG_PROCESSING, PRO_FLAG_REFUSED, PRO_FLAG_SERVER, SEAL_AES256GCM, SEAL_NONE,
+    SEAL_TAG_SIZE, SEC_FLAG_MASTER,
 };
 
 /// Layout block: the unit of every pointer in the format, 4096 bytes.
@@ -114,9 +116,11 @@ pub const MAX_DEVICES: usize = 8;
 /// The format version every record carries (the patent's `blk5_version`).
 pub const FORMAT_VERSION: u16 = 1;
 /// The minor format version `format` writes (`blk5_minor_version` in the
-/// MCB): 1 = v1.1, which adds the backups of the MCB and the Secondary
-/// Device Table at the end of the master. Readers read 0 (v1.0) and 1.
-pub const FORMAT_MINOR: u32 = 1;
+/// MCB): 1 = v1.1 added the backups of the MCB and the Secondary Device
+/// Table at the end of the master; 2 = v1.2 adds server registrations and
+/// the Ed25519 handshake in Process Id Table entries and sealed segments.
+/// Readers read 0 (v1.0) to this.
+pub const FORMAT_MINOR: u32 = 2;
 /// LBs at the end of a v1.1 master that hold the backups: the backup
 /// Secondary Device Table (the last LB but one) and the backup MCB (the
 /// last LB).

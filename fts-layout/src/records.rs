@@ -572,8 +572,12 @@ pub const PRO_FLAG_PROCESSING: u32 = 0x02;
 pub const PRO_FLAG_MVS: u32 = 0x04;
 /// `pro_flag_process` (fts): the connector refused; reason in `pro_con_rc`.
 pub const PRO_FLAG_REFUSED: u32 = 0x08;
+/// `pro_flag_process` (fts, v1.2): the entry is a server's registration of
+/// its name, not a connection (written with `ALLOCATED | PROCESSING`, so
+/// that no connector ever takes it for a pending request).
+pub const PRO_FLAG_SERVER: u32 = 0x10;
 const PRO_FLAGS_KNOWN: u32 =
-    PRO_FLAG_ALLOCATED | PRO_FLAG_PROCESSING | PRO_FLAG_MVS | PRO_FLAG_REFUSED;
+    PRO_FLAG_ALLOCATED | PRO_FLAG_PROCESSING | PRO_FLAG_MVS | PRO_FLAG_REFUSED | PRO_FLAG_SERVER;
 
 /// `pro_con_rc`: ok.
 pub const CON_RC_OK: i32 = 0;
@@ -586,8 +590,19 @@ pub const CON_RC_PROTOCOL_VERSION: i32 = 3;
 
 /// `pro_auth_alg`: no authentication.
 pub const AUTH_NONE: u32 = 0;
-/// `pro_auth_alg`: HMAC-SHA-256.
-pub const AUTH_HMAC_SHA256: u32 = 1;
+/// `pro_auth_alg` value 1 was HMAC-SHA-256 over a shared secret in the
+/// v1.1 description; no fts ever wrote it, and readers refuse it.
+pub const AUTH_RESERVED_HMAC: u32 = 1;
+/// `pro_auth_alg` (v1.2): Ed25519 signatures by both sides over the
+/// handshake transcript, X25519 ephemeral key agreement (docs/FORMAT.md,
+/// "Authentication").
+pub const AUTH_ED25519: u32 = 2;
+
+/// `pro_auth_flags`: the initiator asks for sealed (encrypted) segments.
+pub const AUTH_FLAG_ENCRYPT_ASKED: u32 = 0x1;
+/// `pro_auth_flags`: the connector's decision: segments are sealed.
+pub const AUTH_FLAG_SEALED: u32 = 0x2;
+const AUTH_FLAGS_KNOWN: u32 = AUTH_FLAG_ENCRYPT_ASKED | AUTH_FLAG_SEALED;
 
 /// OS type (`pro_requestor_type`, `pro_requestee_type`): the patent's `PRO_TYPE_*`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -643,7 +658,7 @@ impl fmt::Display for OsType {
 
 /// Process Id Table entry record (`FPID`; Fig. 5), at byte 0 of the first
 /// LB of entry `s`; `index` = `s`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PidEntry {
     /// `pro_process_id`: process (connection) id = slot number `s` (1-based).
     pub pro_process_id: u32,
@@ -655,7 +670,7 @@ pub struct PidEntry {
     pub pro_requestor_type: OsType,
     /// `pro_requestee_type`: OS type of requestee (connector).
     pub pro_requestee_type: OsType,
-    /// `pro_auth_alg` (fts): [`AUTH_NONE`] or [`AUTH_HMAC_SHA256`].
+    /// `pro_auth_alg` (fts): [`AUTH_NONE`] or [`AUTH_ED25519`].
     pub pro_auth_alg: u32,
     /// `pro_generation` (fts): incarnation of this slot, incremented by every claim.
     pub pro_generation: u64,
@@ -673,10 +688,50 @@ pub struct PidEntry {
     pub pro_requestee_host: Uuid,
     /// `pro_auth_nonce` (fts): random, chosen by the initiator at claim.
     pub pro_auth_nonce: [u8; 16],
-    /// `pro_requestor_auth` (fts): replaces `pro_requestor_password`: the initiator's HMAC proof.
-    pub pro_requestor_auth: [u8; 32],
-    /// `pro_requestee_auth` (fts): the connector's HMAC proof.
-    pub pro_requestee_auth: [u8; 32],
+    /// `pro_requestor_key` (fts, v1.2): the initiator's Ed25519 public key
+    /// (replaces the patent's cleartext `pro_requestor_password`).
+    pub pro_requestor_key: [u8; 32],
+    /// `pro_requestor_kx` (fts, v1.2): the initiator's ephemeral X25519 public key.
+    pub pro_requestor_kx: [u8; 32],
+    /// `pro_requestee_nonce` (fts, v1.2): random, chosen by the connector at accept.
+    pub pro_requestee_nonce: [u8; 16],
+    /// `pro_requestee_key` (fts, v1.2): the connector's Ed25519 public key.
+    pub pro_requestee_key: [u8; 32],
+    /// `pro_requestee_kx` (fts, v1.2): the connector's ephemeral X25519 public key.
+    pub pro_requestee_kx: [u8; 32],
+    /// `pro_requestee_sig` (fts, v1.2): the connector's Ed25519 signature
+    /// of the handshake transcript.
+    pub pro_requestee_sig: [u8; 64],
+    /// `pro_auth_flags` (fts, v1.2): `AUTH_FLAG_*`.
+    pub pro_auth_flags: u32,
+}
+
+impl Default for PidEntry {
+    fn default() -> PidEntry {
+        PidEntry {
+            pro_process_id: 0,
+            pro_flag_process: 0,
+            pro_con_rc: 0,
+            pro_requestor_type: OsType::Unknown,
+            pro_requestee_type: OsType::Unknown,
+            pro_auth_alg: AUTH_NONE,
+            pro_generation: 0,
+            pro_alloc_time: 0,
+            pro_accept_time: 0,
+            pro_requestor: String::new(),
+            pro_requestee: String::new(),
+            pro_requestor_host: Uuid::nil(),
+            pro_requestee_host: Uuid::nil(),
+            pro_auth_nonce: [0; 16],
+            pro_requestor_key: [0; 32],
+            pro_requestor_kx: [0; 32],
+            pro_requestee_nonce: [0; 16],
+            pro_requestee_key: [0; 32],
+            pro_requestee_kx: [0; 32],
+            pro_requestee_sig: [0; 64],
+            pro_auth_flags: 0,
+        }
+    }
 }
 
 impl PidEntry {
@@ -708,6 +763,11 @@ impl PidEntry {
         self.pro_flag_process & PRO_FLAG_REFUSED != 0
     }
 
+    /// `PRO_FLAG_SERVER` is set: a server's registration, not a connection.
+    pub fn is_server(&self) -> bool {
+        self.pro_flag_process & PRO_FLAG_SERVER != 0
+    }
+
     /// Free: no flag set.
     pub fn is_free(&self) -> bool {
         self.pro_flag_process == 0
@@ -731,8 +791,13 @@ impl PidEntry {
         w.pro_requestor_host = self.pro_requestor_host.into_bytes();
         w.pro_requestee_host = self.pro_requestee_host.into_bytes();
         w.pro_auth_nonce = self.pro_auth_nonce;
-        w.pro_requestor_auth = self.pro_requestor_auth;
-        w.pro_requestee_auth = self.pro_requestee_auth;
+        w.pro_requestor_key = self.pro_requestor_key;
+        w.pro_requestor_kx = self.pro_requestor_kx;
+        w.pro_requestee_nonce = self.pro_requestee_nonce;
+        w.pro_requestee_key = self.pro_requestee_key;
+        w.pro_requestee_kx = self.pro_requestee_kx;
+        w.pro_requestee_sig = self.pro_requestee_sig;
+        w.pro_auth_flags = U32::new(self.pro_auth_flags);
         seal(zerocopy::transmute!(w))
     }
 
@@ -756,8 +821,16 @@ impl PidEntry {
                 .ok_or_else(|| bad(K, field, format!("unknown OS type {}", v.get())))
         };
         let alg = w.pro_auth_alg.get();
-        if alg > AUTH_HMAC_SHA256 {
+        if alg != AUTH_NONE && alg != AUTH_ED25519 {
             return Err(bad(K, "pro_auth_alg", format!("unknown algorithm {alg}")));
+        }
+        let auth_flags = w.pro_auth_flags.get();
+        if auth_flags & !AUTH_FLAGS_KNOWN != 0 {
+            return Err(bad(
+                K,
+                "pro_auth_flags",
+                format!("unknown bits in {auth_flags:#x}"),
+            ));
         }
         Ok(PidEntry {
             pro_process_id: w.pro_process_id.get(),
@@ -774,8 +847,13 @@ impl PidEntry {
             pro_requestor_host: Uuid::from_bytes(w.pro_requestor_host),
             pro_requestee_host: Uuid::from_bytes(w.pro_requestee_host),
             pro_auth_nonce: w.pro_auth_nonce,
-            pro_requestor_auth: w.pro_requestor_auth,
-            pro_requestee_auth: w.pro_requestee_auth,
+            pro_requestor_key: w.pro_requestor_key,
+            pro_requestor_kx: w.pro_requestor_kx,
+            pro_requestee_nonce: w.pro_requestee_nonce,
+            pro_requestee_key: w.pro_requestee_key,
+            pro_requestee_kx: w.pro_requestee_kx,
+            pro_requestee_sig: w.pro_requestee_sig,
+            pro_auth_flags: auth_flags,
         })
     }
 }
@@ -1113,7 +1191,17 @@ pub struct SegHeader {
     pub req_id: u8,
     /// `flags`: = `ptr_process_segment_flg`.
     pub flags: u8,
+    /// `seal` (v1.2): 0 plaintext payload; [`SEAL_AES256GCM`]: the payload
+    /// is AES-256-GCM ciphertext followed by its 16-byte tag.
+    pub seal: u8,
 }
+
+/// `seal` of a segment header: no sealing.
+pub const SEAL_NONE: u8 = 0;
+/// `seal` of a segment header (v1.2): AES-256-GCM, tag after the payload.
+pub const SEAL_AES256GCM: u8 = 1;
+/// Bytes of the AEAD tag that follows a sealed payload.
+pub const SEAL_TAG_SIZE: usize = 16;
 
 impl SegHeader {
     /// The 64-byte header (stamp index = global segment number `g`).
@@ -1128,6 +1216,7 @@ impl SegHeader {
         w.slot = U32::new(self.slot);
         w.req_id = self.req_id;
         w.flags = self.flags;
+        w.seal = self.seal;
         seal(zerocopy::transmute!(w))
     }
 
@@ -1145,6 +1234,7 @@ impl SegHeader {
             slot: w.slot.get(),
             req_id: w.req_id,
             flags: w.flags,
+            seal: w.seal,
         })
     }
 }

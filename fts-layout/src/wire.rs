@@ -127,14 +127,23 @@ pub(crate) struct Pid {
     pub pro_requestor_host: [u8; 16],
     pub pro_requestee_host: [u8; 16],
     pub pro_auth_nonce: [u8; 16],
-    pub pro_requestor_auth: [u8; 32],
-    pub pro_requestee_auth: [u8; 32],
-    pub reserved: [u8; 264],
+    pub pro_requestor_key: [u8; 32],
+    pub pro_requestor_kx: [u8; 32],
+    pub pro_requestee_nonce: [u8; 16],
+    pub pro_requestee_key: [u8; 32],
+    pub pro_requestee_kx: [u8; 32],
+    pub pro_requestee_sig: [u8; 64],
+    pub pro_auth_flags: U32,
+    pub reserved: [u8; 116],
 }
 const _: () = assert!(size_of::<Pid>() == 512);
 const _: () = assert!(offset_of!(Pid, pro_requestor) == 72);
-const _: () = assert!(offset_of!(Pid, pro_requestee_auth) == 216);
-const _: () = assert!(offset_of!(Pid, reserved) == 248);
+const _: () = assert!(offset_of!(Pid, pro_requestor_key) == 184);
+const _: () = assert!(offset_of!(Pid, pro_requestor_kx) == 216);
+const _: () = assert!(offset_of!(Pid, pro_requestee_nonce) == 248);
+const _: () = assert!(offset_of!(Pid, pro_requestee_sig) == 328);
+const _: () = assert!(offset_of!(Pid, pro_auth_flags) == 392);
+const _: () = assert!(offset_of!(Pid, reserved) == 396);
 
 /// Lease (`FLSE`).
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -209,7 +218,9 @@ pub(crate) struct SegHdr {
     pub slot: U32,
     pub req_id: u8,
     pub flags: u8,
-    pub reserved: U16,
+    pub seal: u8,
+    pub reserved: u8,
 }
 const _: () = assert!(size_of::<SegHdr>() == crate::SEG_HDR_SIZE);
 const _: () = assert!(offset_of!(SegHdr, req_id) == 60);
+const _: () = assert!(offset_of!(SegHdr, seal) == 62);

@@ -167,10 +167,10 @@ fn mcb_v1_0_golden_bytes_still_decode() {
     assert_eq!(hex(&v10.encode()), hex(&expected));
     // A minor version this fts does not know is refused, naming it.
     let mut newer = v10.clone();
-    newer.blk5_minor_version = 2;
+    newer.blk5_minor_version = fts_layout::FORMAT_MINOR + 1;
     let err = Mcb::decode(&newer.encode()).unwrap_err();
     assert!(err.to_string().contains("blk5_minor_version"), "{err}");
-    assert!(err.to_string().contains("v1.2"), "{err}");
+    assert!(err.to_string().contains(&format!("v1.{}", fts_layout::FORMAT_MINOR + 1)), "{err}");
 }
 
 const PTR_GOLDEN: [&str; 16] = [
@@ -237,8 +237,8 @@ fn ptr_chunk_golden_bytes() {
 }
 
 const SEG_GOLDEN: [&str; 2] = [
-    "465345470100400087d61200cd54a01d00112233445566772a00000000000000",
-    "070000000000000096a5b4c3d2e1f017c00f00007069e3f40300000009a00000",
+    "465345470100400087d61200bacc020e00112233445566772a00000000000000",
+    "070000000000000096a5b4c3d2e1f017c00f00007069e3f40300000009a00100",
 ];
 
 fn golden_seg() -> SegHeader {
@@ -251,6 +251,7 @@ fn golden_seg() -> SegHeader {
         slot: 3,
         req_id: 9,
         flags: FLG_CONNECTOR | FLG_LAST,
+        seal: fts_layout::SEAL_AES256GCM,
     }
 }
 
@@ -262,7 +263,7 @@ fn seg_header_golden_bytes() {
     assert_eq!(hex(&got), hex(&expected));
     assert_eq!(
         &got[CRC_OFFSET..CRC_OFFSET + 4],
-        &0x1da0_54cdu32.to_le_bytes()
+        &0x0e02_ccbau32.to_le_bytes()
     );
     assert_eq!(
         SegHeader::decode(&expected, Expect::exact(lid(), 1_234_567)).unwrap(),
@@ -271,19 +272,19 @@ fn seg_header_golden_bytes() {
 }
 
 const PID_GOLDEN: [&str; 16] = [
-    "46504944010000020300000024898f3500112233445566770300000003000000",
-    "feffffff0100000005000000010000000100000001000000e803000000000000",
+    "465049440100000203000000b0ae53cc00112233445566770300000003000000",
+    "feffffff0100000005000000020000000100000001000000e803000000000000",
     "d007000000000000616c69636500000000000000000000000000000000000000",
     "0000000000000000626f62000000000000000000000000000000000000000000",
     "0000000000000000101112131415161718191a1b1c1d1e1f2021222324252627",
     "28292a2b2c2d2e2fa5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a50001020304050607",
     "08090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f2021222324252627",
-    "28292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f0000000000000000",
-    "0000000000000000000000000000000000000000000000000000000000000000",
-    "0000000000000000000000000000000000000000000000000000000000000000",
-    "0000000000000000000000000000000000000000000000000000000000000000",
-    "0000000000000000000000000000000000000000000000000000000000000000",
-    "0000000000000000000000000000000000000000000000000000000000000000",
+    "28292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f5a5a5a5a5a5a5a5a",
+    "5a5a5a5a5a5a5a5a404142434445464748494a4b4c4d4e4f5051525354555657",
+    "58595a5b5c5d5e5f606162636465666768696a6b6c6d6e6f7071727374757677",
+    "78797a7b7c7d7e7f808182838485868788898a8b8c8d8e8f9091929394959697",
+    "98999a9b9c9d9e9fa0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7",
+    "b8b9babbbcbdbebf030000000000000000000000000000000000000000000000",
     "0000000000000000000000000000000000000000000000000000000000000000",
     "0000000000000000000000000000000000000000000000000000000000000000",
     "0000000000000000000000000000000000000000000000000000000000000000",
@@ -296,7 +297,7 @@ fn golden_pid() -> PidEntry {
         pro_con_rc: -2,
         pro_requestor_type: OsType::Unix,
         pro_requestee_type: OsType::Mvs,
-        pro_auth_alg: fts_layout::AUTH_HMAC_SHA256,
+        pro_auth_alg: fts_layout::AUTH_ED25519,
         pro_generation: 0x1_0000_0001,
         pro_alloc_time: 1000,
         pro_accept_time: 2000,
@@ -305,8 +306,13 @@ fn golden_pid() -> PidEntry {
         pro_requestor_host: dev1(),
         pro_requestee_host: dev2(),
         pro_auth_nonce: [0xa5; 16],
-        pro_requestor_auth: core::array::from_fn(|i| i as u8),
-        pro_requestee_auth: core::array::from_fn(|i| 32 + i as u8),
+        pro_requestor_key: core::array::from_fn(|i| i as u8),
+        pro_requestor_kx: core::array::from_fn(|i| 32 + i as u8),
+        pro_requestee_nonce: [0x5a; 16],
+        pro_requestee_key: core::array::from_fn(|i| 64 + i as u8),
+        pro_requestee_kx: core::array::from_fn(|i| 96 + i as u8),
+        pro_requestee_sig: core::array::from_fn(|i| 128 + i as u8),
+        pro_auth_flags: fts_layout::AUTH_FLAG_ENCRYPT_ASKED | fts_layout::AUTH_FLAG_SEALED,
     }
 }
 
@@ -317,7 +323,7 @@ fn pid_entry_golden_bytes() {
     assert_eq!(hex(&got), hex(&expected));
     assert_eq!(
         &got[CRC_OFFSET..CRC_OFFSET + 4],
-        &0x358f_8924u32.to_le_bytes()
+        &0xcc53_aeb0u32.to_le_bytes()
     );
     assert_eq!(
         PidEntry::decode(&expected, Expect::exact(lid(), 3)).unwrap(),

@@ -95,15 +95,18 @@ prop_compose! {
 
 prop_compose! {
     fn pid()(
-        id in any::<u32>(), flags in 0u32..16, rc in any::<i32>(), t1 in os(), t2 in os(), alg in 0u32..=1,
+        id in any::<u32>(), flags in 0u32..32, rc in any::<i32>(), t1 in os(), t2 in os(), alg in prop_oneof![Just(0u32), Just(2u32)],
         g in any::<[u64; 3]>(), n1 in text(NAME_MAX), n2 in text(NAME_MAX), h1 in uuid(), h2 in uuid(),
-        nonce in any::<[u8; 16]>(), a1 in any::<[u8; 32]>(), a2 in any::<[u8; 32]>(),
+        nonce in any::<[u8; 16]>(), k in any::<[[u8; 32]; 4]>(), nonce2 in any::<[u8; 16]>(),
+        sig in any::<[[u8; 32]; 2]>(), aflags in 0u32..4,
     ) -> PidEntry {
         PidEntry {
             pro_process_id: id, pro_flag_process: flags, pro_con_rc: rc, pro_requestor_type: t1, pro_requestee_type: t2,
             pro_auth_alg: alg, pro_generation: g[0], pro_alloc_time: g[1], pro_accept_time: g[2],
             pro_requestor: n1, pro_requestee: n2, pro_requestor_host: h1, pro_requestee_host: h2,
-            pro_auth_nonce: nonce, pro_requestor_auth: a1, pro_requestee_auth: a2,
+            pro_auth_nonce: nonce, pro_requestor_key: k[0], pro_requestor_kx: k[1],
+            pro_requestee_nonce: nonce2, pro_requestee_key: k[2], pro_requestee_kx: k[3],
+            pro_requestee_sig: core::array::from_fn(|i| sig[i / 32][i % 32]), pro_auth_flags: aflags,
         }
     }
 }
@@ -135,8 +138,8 @@ prop_compose! {
 }
 
 prop_compose! {
-    fn seg()(q in any::<[u64; 3]>(), n in any::<[u32; 3]>(), b in any::<[u8; 2]>()) -> SegHeader {
-        SegHeader { seg_seq: q[0], generation: q[1], timestamp: q[2], len: n[0], payload_crc: n[1], slot: n[2], req_id: b[0], flags: b[1] }
+    fn seg()(q in any::<[u64; 3]>(), n in any::<[u32; 3]>(), b in any::<[u8; 3]>()) -> SegHeader {
+        SegHeader { seg_seq: q[0], generation: q[1], timestamp: q[2], len: n[0], payload_crc: n[1], slot: n[2], req_id: b[0], flags: b[1], seal: b[2] }
     }
 }
 

@@ -739,6 +739,7 @@ impl<'d> RingPort<'d> {
                 slot: self.slot,
                 req_id: s.req_id,
                 flags: s.flags,
+                seal: fts_layout::SEAL_NONE,
             };
             hdr.copy_from_slice(&h.encode(Stamp::new(self.layout_id, g)));
         }

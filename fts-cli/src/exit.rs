@@ -36,6 +36,12 @@ pub enum Code {
     /// The Process Id Table lock was lost (connection dropped, preempted)
     /// or could not be taken in time.
     Lock = 13,
+    /// Authentication failed: the server refused this client's key (or its
+    /// lack of one), or the server could not prove its own key to this
+    /// client. The message says which side refused and why.
+    Auth = 14,
+    /// `serve`: another live server already holds this name on the device.
+    NameTaken = 15,
     /// Stopped by SIGINT, SIGTERM or SIGHUP after cleaning up (the shell's
     /// code for an interrupted command, 128 + SIGINT).
     Interrupted = 130,
@@ -98,6 +104,9 @@ pub fn code_of(err: &anyhow::Error) -> Code {
                     return Code::PeerGone
                 }
                 S::TableFull { .. } => return Code::TableFull,
+                S::Auth { .. } => return Code::Auth,
+                S::Key { .. } => return Code::Usage,
+                S::NameTaken { .. } => return Code::NameTaken,
                 S::Name(_) => return Code::Usage,
                 S::Device(_) => return Code::Device,
                 S::Lock(e) => return lock_code(e),

@@ -30,6 +30,8 @@ const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other failure, 2 usage, 3 device I
 4 not formatted or unreadable layout, 5 check found problems, 6 refused to overwrite (use --force/--replace), \
 7 geometry does not fit, 8 the server refused (no such file, outside the root, ...), 9 no server accepted in time, \
 10 the peer died or closed, 11 end-to-end integrity check failed, 12 Process Id Table full, 13 the Process Id Table lock was lost or not obtained in time, \
+14 authentication failed (the server refused this client's key, or the server did not prove its key), \
+15 serve: another live server already holds the name, \
 130 interrupted by SIGINT, SIGTERM or SIGHUP (after cleaning up), \
 141 standard output was closed by its reader (e.g. piped into head; nothing else went wrong)";
 

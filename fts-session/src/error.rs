@@ -46,6 +46,35 @@ pub enum Error {
         /// `pro_con_rc`.
         rc: i32,
     },
+    /// Authentication failed: `side` ("the server" or "this client",
+    /// ...) refused the other because `reason`. Says nothing about files.
+    #[error("authentication failed with fts server {server:?}: {side} refused: {reason}")]
+    Auth {
+        /// The server's name.
+        server: String,
+        /// Which side refused: "the server" or "this client".
+        side: &'static str,
+        /// Why (no secrets, nothing about files).
+        reason: String,
+    },
+    /// A key, trust list or key file could not be used.
+    #[error("{path}: {reason}")]
+    Key {
+        /// The file.
+        path: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// Another live `serve` holds the name.
+    #[error("an fts server named {name:?} is already running on {location}: {holder}; stop it first or pick another --name (a dead server's registration is reclaimed after the lease timeout)")]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// The device.
+        location: String,
+        /// Who holds it: host id, pid, since when, lease age.
+        holder: String,
+    },
     /// Our entry was taken over by someone else while we waited.
     #[error("Process Id Table entry {slot} was taken over (expected generation {expected}, found {found})")]
     Lost {

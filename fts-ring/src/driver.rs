@@ -22,13 +22,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fts_blockdev::{AlignedBuf, BlockDevice, WriteMode};
 use fts_layout::{
-    Expect, Geometry, PtrChunk, Role, SegHeader, Stamp, LB, RECORD_SIZE, SEG_HDR_SIZE,
+    Expect, Geometry, PtrChunk, Role, SegHeader, Stamp, LB, RECORD_SIZE, SEAL_AES256GCM, SEAL_NONE,
+    SEAL_TAG_SIZE, SEG_HDR_SIZE,
 };
 
 use crate::machine::{
-    Batch, MachineError, MessageInfo, Reader, ReaderAction, RingConfig, SegmentOutcome, TableImage,
-    Writer, WriterAction,
+    Batch, MachineError, MessageInfo, Reader, ReaderAction, RingConfig, Segment, SegmentOutcome,
+    TableImage, Writer, WriterAction,
 };
+use crate::seal::{SealError, SealKeys, Sealer, SegmentContext};
 
 const CHUNKS_PER_LB: usize = LB / RECORD_SIZE;
 
@@ -135,7 +137,41 @@ pub enum Error {
         /// What.
         reason: String,
     },
+    /// The peer's segments kept failing the connection's sealing: more than
+    /// `max_retries` in a row did not authenticate (or were not sealed as
+    /// agreed). Retransmissions did not help, so this is not damage on the
+    /// way: the two sides have different keys, or someone else writes the
+    /// ring. (The writing side sees [`Error::TooManyRetries`].)
+    #[error("slot {slot}: segment {seq} refused {failures} times in a row: {reason}")]
+    Unauthenticated {
+        /// Connection slot.
+        slot: u32,
+        /// Sequence number of the last refused segment.
+        seq: u64,
+        /// Refusals in a row.
+        failures: u32,
+        /// Why, e.g. "sealed segment failed authentication: wrong key or
+        /// forged segment".
+        reason: &'static str,
+    },
+    /// This side was about to seal a sequence number it had sealed before
+    /// (which would reuse a nonce); nothing was written. A bug, or a send
+    /// retried on a port that already failed.
+    #[error("slot {slot}: refusing to seal segment {seq} again (last sealed {last}): a nonce would repeat")]
+    SealSequence {
+        /// Connection slot.
+        slot: u32,
+        /// The refused sequence number.
+        seq: u64,
+        /// The last sequence number sealed.
+        last: u64,
+    },
 }
+
+/// Why a segment did not pass the connection's sealing.
+const BAD_TAG: &str = "sealed segment failed authentication: wrong key or forged segment";
+const NOT_SEALED: &str = "segment is not sealed but the connection is";
+const UNEXPECTED_SEAL: &str = "segment is sealed but the connection is not";
 
 /// Where a message's bytes come from (random access, so a NAK can rewind).
 pub trait MessageSource {
@@ -270,6 +306,11 @@ pub struct RingPort<'d> {
     table_buf: AlignedBuf,
     peer_buf: AlignedBuf,
     peer: Vec<PtrChunk>,
+    sealer: Option<Sealer>,
+    /// A message was sent or received: sealing can no longer change.
+    used: bool,
+    /// Peer segments in a row that failed the sealing.
+    seal_failures: u32,
 }
 
 impl fmt::Debug for RingPort<'_> {
@@ -279,6 +320,7 @@ impl fmt::Debug for RingPort<'_> {
             .field("slot", &self.slot)
             .field("role", &self.role)
             .field("generation", &self.generation)
+            .field("sealed", &self.sealer.is_some())
             .field("writer", &self.writer)
             .field("reader", &self.reader)
             .finish_non_exhaustive()
@@ -368,7 +410,61 @@ impl<'d> RingPort<'d> {
             table_buf,
             peer_buf,
             peer: Vec::new(),
+            sealer: None,
+            used: false,
+            seal_failures: 0,
         })
+    }
+
+    /// Seals every segment of this connection with `keys` (AES-256-GCM; see
+    /// [`crate::seal`]): what this side writes is sealed with `keys.send`,
+    /// what the peer writes must open with `keys.recv`. Both sides call it,
+    /// with mirrored keys, after [`new`](Self::new) and before the first
+    /// message (normally before [`init_table`](Self::init_table)). The
+    /// payload capacity per segment shrinks by the 16-byte tag.
+    ///
+    /// Refused (with [`Error::Config`]) once a message was sent or
+    /// received, when the two keys are equal, or when a segment has no
+    /// room for a payload and a tag.
+    pub fn set_seal(&mut self, keys: SealKeys) -> Result<(), Error> {
+        if self.used {
+            return Err(Error::Config {
+                reason: format!(
+                    "slot {}: sealing must be set before the first message",
+                    self.slot
+                ),
+            });
+        }
+        let sealer = Sealer::new(&keys).map_err(|reason| Error::Config {
+            reason: format!("slot {}: {reason}", self.slot),
+        })?;
+        let cfg = RingConfig::from_geometry(&self.geo, self.role, self.generation).sealed();
+        let cfg_err = |e: MachineError| Error::Config {
+            reason: format!("sealed segments: {e}"),
+        };
+        self.writer = Writer::new(cfg).map_err(cfg_err)?;
+        self.reader = Reader::new(cfg).map_err(cfg_err)?;
+        self.sealer = Some(sealer);
+        Ok(())
+    }
+
+    /// Whether segments are sealed ([`set_seal`](Self::set_seal)).
+    pub fn is_sealed(&self) -> bool {
+        self.sealer.is_some()
+    }
+
+    /// Payload bytes per segment (16 fewer when sealed).
+    pub fn payload_capacity(&self) -> usize {
+        self.writer.config().payload_capacity
+    }
+
+    /// Bytes after a segment's payload: the tag when sealed.
+    fn tag_len(&self) -> usize {
+        if self.sealer.is_some() {
+            SEAL_TAG_SIZE
+        } else {
+            0
+        }
     }
 
     /// Sets the callback run while waiting (dead-peer detection, timeouts).
@@ -441,6 +537,7 @@ impl<'d> RingPort<'d> {
     /// Sends the `len` bytes of `msg`; returns when the peer has
     /// acknowledged the last segment.
     pub fn send(&mut self, msg: &mut dyn MessageSource, len: u64) -> Result<(), Error> {
+        self.used = true;
         self.writer
             .begin_message(len)
             .map_err(|e| self.machine_err(e))?;
@@ -481,6 +578,7 @@ impl<'d> RingPort<'d> {
     where
         E: std::error::Error + Send + Sync + 'static,
     {
+        self.used = true;
         self.progressed();
         let mut done: Option<MessageInfo> = None;
         let mut stale = true;
@@ -694,7 +792,24 @@ impl<'d> RingPort<'d> {
     fn batch_bytes(&self, b: &Batch) -> usize {
         let seg_bytes = self.geo.seg_lbs as usize * LB;
         let last = b.segments.last().map_or(0, |s| s.len as usize);
-        (b.segments.len().saturating_sub(1)) * seg_bytes + lbs_for(SEG_HDR_SIZE + last)
+        (b.segments.len().saturating_sub(1)) * seg_bytes
+            + lbs_for(SEG_HDR_SIZE + last + self.tag_len())
+    }
+
+    /// What a segment of `owner`'s ring is bound to when sealed.
+    fn seal_context(&self, owner: Role, s: &Segment) -> SegmentContext {
+        SegmentContext {
+            layout_id: self.layout_id,
+            slot: self.slot,
+            generation: self.generation,
+            writer: owner,
+            index: s.index,
+            segment: self.geo.ring_segment(self.slot, owner, s.index),
+            seq: s.seq,
+            req_id: s.req_id,
+            flags: s.flags,
+            len: s.len,
+        }
     }
 
     fn write_batch(
@@ -706,13 +821,16 @@ impl<'d> RingPort<'d> {
         self.check_fence()?;
         let seg_bytes = self.geo.seg_lbs as usize * LB;
         let total = self.batch_bytes(b);
+        let tag = self.tag_len();
         let ts = now_ns();
         for (j, s) in b.segments.iter().enumerate() {
+            let ctx = self.seal_context(self.role, s);
             let base = j * seg_bytes;
-            let end = base + lbs_for(SEG_HDR_SIZE + s.len as usize);
+            let end = base + lbs_for(SEG_HDR_SIZE + s.len as usize + tag);
             let seg = &mut self.seg_buf[base..end];
             let (hdr, rest) = seg.split_at_mut(SEG_HDR_SIZE);
-            let (payload, pad) = rest.split_at_mut(s.len as usize);
+            let (body, pad) = rest.split_at_mut(s.len as usize + tag);
+            let payload = &mut body[..s.len as usize];
             let mut filled = 0;
             while filled < payload.len() {
                 let off = s.offset + filled as u64;
@@ -729,19 +847,36 @@ impl<'d> RingPort<'d> {
                 }
             }
             pad.fill(0);
-            let g = self.geo.ring_segment(self.slot, self.role, s.index);
+            // Sealed in place: the plaintext only ever exists in this
+            // buffer, never on the device.
+            let seal = match &mut self.sealer {
+                Some(sealer) => {
+                    sealer.seal(&ctx, body).map_err(|e| match e {
+                        SealError::Sequence { seq, last } => Error::SealSequence {
+                            slot: self.slot,
+                            seq,
+                            last,
+                        },
+                        SealError::Open | SealError::Short => Error::Config {
+                            reason: format!("sealing segment {}: {e}", s.seq),
+                        },
+                    })?;
+                    SEAL_AES256GCM
+                }
+                None => SEAL_NONE,
+            };
             let h = SegHeader {
                 seg_seq: s.seq,
                 generation: self.generation,
                 timestamp: ts,
                 len: s.len,
-                payload_crc: crc32c::crc32c(payload),
+                payload_crc: crc32c::crc32c(body),
                 slot: self.slot,
                 req_id: s.req_id,
                 flags: s.flags,
-                seal: fts_layout::SEAL_NONE,
+                seal,
             };
-            hdr.copy_from_slice(&h.encode(Stamp::new(self.layout_id, g)));
+            hdr.copy_from_slice(&h.encode(Stamp::new(self.layout_id, ctx.segment)));
         }
         let offset = self.seg_offset(self.role, b.first_index())?;
         let err = self.io_err(
@@ -780,32 +915,79 @@ impl<'d> RingPort<'d> {
         self.dev
             .read_at(offset, &mut self.seg_buf[..total])
             .map_err(err)?;
+        let tag = self.tag_len();
+        let want_seal = if self.sealer.is_some() {
+            SEAL_AES256GCM
+        } else {
+            SEAL_NONE
+        };
         for (j, s) in b.segments.iter().enumerate() {
+            let ctx = self.seal_context(peer, s);
             let base = j * seg_bytes;
-            let g = self.geo.ring_segment(self.slot, peer, s.index);
-            let hdr = &self.seg_buf[base..base + SEG_HDR_SIZE];
-            let payload = &self.seg_buf[base + SEG_HDR_SIZE..base + SEG_HDR_SIZE + s.len as usize];
-            let ok = match SegHeader::decode(hdr, Expect::exact(self.layout_id, g)) {
+            let len = s.len as usize;
+            let (hdr, rest) =
+                self.seg_buf[base..base + SEG_HDR_SIZE + len + tag].split_at_mut(SEG_HDR_SIZE);
+            // Damage (CRC) first; then the sealing, which only a segment
+            // that arrived intact can fail: a wrong key or a forgery.
+            let mut refusal = None;
+            let mut ok = match SegHeader::decode(hdr, Expect::exact(self.layout_id, ctx.segment)) {
                 Ok(h) => {
-                    h.seg_seq == s.seq
+                    let intact = h.seg_seq == s.seq
                         && h.generation == self.generation
                         && h.req_id == s.req_id
                         && h.flags == s.flags
                         && h.len == s.len
                         && h.slot == self.slot
-                        && h.payload_crc == crc32c::crc32c(payload)
+                        && h.payload_crc == crc32c::crc32c(rest);
+                    if intact && h.seal != want_seal {
+                        refusal = Some(if want_seal == SEAL_NONE {
+                            UNEXPECTED_SEAL
+                        } else {
+                            NOT_SEALED
+                        });
+                    }
+                    intact
                 }
                 Err(_) => false,
             };
+            if ok && refusal.is_none() {
+                if let Some(sealer) = &self.sealer {
+                    if sealer.open(&ctx, rest).is_err() {
+                        refusal = Some(BAD_TAG);
+                    }
+                }
+            }
+            ok &= refusal.is_none();
             match self.reader.on_segment(&mut self.table, s, ok) {
                 SegmentOutcome::Accepted { .. } => {
+                    self.seal_failures = 0;
+                    let payload = &rest[..len];
                     if !payload.is_empty() {
                         sink(payload).map_err(|e| Error::Sink {
                             source: Box::new(e),
                         })?;
                     }
                 }
-                SegmentOutcome::Rejected | SegmentOutcome::Ignored => {}
+                SegmentOutcome::Rejected => {
+                    if let Some(reason) = refusal {
+                        self.seal_failures += 1;
+                        if self.seal_failures > self.reader.config().max_retries {
+                            // Tell the writer (its NAK), then give up.
+                            self.publish(WriteMode::Normal)?;
+                            self.reader.on_published();
+                            return Err(Error::Unauthenticated {
+                                slot: self.slot,
+                                seq: s.seq,
+                                failures: self.seal_failures,
+                                reason,
+                            });
+                        }
+                    }
+                    // The rest of the batch is discarded (the writer
+                    // rewinds to the rejected segment): not worth opening.
+                    break;
+                }
+                SegmentOutcome::Ignored => {}
             }
         }
         Ok(())

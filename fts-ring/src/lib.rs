@@ -18,6 +18,30 @@
 //!   CRC32C payload checks, coalesced batch I/O, table publication and
 //!   adaptive polling ([`Poller`]).
 //!
+//! - [`seal`]: sealed segments. With [`RingPort::set_seal`] every data
+//!   segment of a connection — so every message, file data and control
+//!   alike — is encrypted and authenticated with AES-256-GCM under
+//!   per-direction keys ([`SealKeys`]) that the session layer derives for
+//!   the connection. The segment's sequence number is the nonce; layout,
+//!   slot, generation, writing side, ring index, segment number, sequence
+//!   number, request id, flags and length are the associated data.
+//!
+//! What sealing protects: the payload bytes never reach the device in
+//! clear (they are encrypted in the I/O buffer, in place); a segment that
+//! was altered, forged without the key, replayed from an earlier message or
+//! connection, or moved to another ring entry, slot or layout fails to open,
+//! is refused (NAK, so the writer sends it again) and never reaches the
+//! receiver; a peer with other keys is detected ([`Error::Unauthenticated`]
+//! on the reading side, [`Error::TooManyRetries`] on the writing side).
+//! What it does not protect: the pointer tables, segment headers and
+//! Process Id Table entries stay in clear, so whoever can read the device
+//! still sees who talks to whom (names), when, how many messages and how
+//! long each is (lengths are exact, not padded), and the timing of every
+//! segment; and a host that can write the device can still stop a transfer
+//! (by damaging segments or tables), though it cannot make the receiver
+//! accept anything. Keys are only as good as the handshake that made them
+//! (`fts-session`).
+//!
 //! What it is not for: connection setup, authentication, leases and
 //! dead-peer detection (`fts-session`; the driver only calls a liveness
 //! callback while it waits), and locking (`fts-lock`): rings are never
@@ -28,11 +52,13 @@
 
 pub mod driver;
 pub mod machine;
+pub mod seal;
 
 pub use driver::{
     Error, Fence, Liveness, MessageSource, Poller, RingPort, CORRUPT_TABLE_PATIENCE,
     REPUBLISH_AFTER,
 };
+pub use seal::SealKeys;
 
 pub use machine::{
     peer_entry, Batch, Expectation, MachineError, MessageInfo, Reader, ReaderAction, RingConfig,

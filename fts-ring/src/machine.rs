@@ -113,6 +113,18 @@ impl RingConfig {
         }
     }
 
+    /// The same configuration for sealed segments: the payload capacity
+    /// shrinks by the tag ([`fts_layout::SEAL_TAG_SIZE`]), which follows the
+    /// payload in the segment. Both sides of a connection must agree.
+    pub fn sealed(self) -> RingConfig {
+        RingConfig {
+            payload_capacity: self
+                .payload_capacity
+                .saturating_sub(fts_layout::SEAL_TAG_SIZE),
+            ..self
+        }
+    }
+
     /// Checks that the parameters can work.
     pub fn validate(&self) -> Result<(), MachineError> {
         let bad = |reason: String| Err(MachineError::Config { reason });

@@ -1,0 +1,390 @@
+//! Sealed segments: AES-256-GCM over each data segment's payload
+//! (FORMAT.md "Data segment", sealed segments).
+//!
+//! A sealed segment holds the 64-byte header (`seal` =
+//! [`SEAL_AES256GCM`](fts_layout::SEAL_AES256GCM), `len` = payload bytes),
+//! then `len` bytes of ciphertext, then the 16-byte GCM tag. Its payload
+//! capacity is 16 bytes less than an unsealed segment's.
+//!
+//! - **Key**: each direction has its own 256-bit key ([`SealKeys`]), derived
+//!   per connection by the session layer; the initiator's `send` key is the
+//!   connector's `recv` key.
+//! - **Nonce** (96 bits): the segment's sequence number (u64 LE) followed by
+//!   four zero bytes ([`nonce`]). Sequence numbers start at 1 in every
+//!   connection and are never used twice within it, not even by a
+//!   retransmission, so a nonce never repeats under a key. The sealing side
+//!   enforces this itself: it refuses to seal a sequence number that is not
+//!   greater than the last one it sealed ([`Error::SealSequence`](crate::Error::SealSequence)).
+//! - **Associated data**: [`SegmentContext::aad`], 56 bytes binding the
+//!   ciphertext to its layout, slot, generation, writing side, ring index,
+//!   global segment number, sequence number, request id, flags and length;
+//!   a segment replayed from an earlier message or connection, moved to
+//!   another ring entry, slot or device, or given another header does not
+//!   open.
+//!
+//! This module is pure (no I/O); the driver seals into and opens in its
+//! aligned I/O buffer, in place.
+
+use std::fmt;
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use fts_layout::{Role, SEAL_TAG_SIZE};
+use zeroize::Zeroize;
+
+/// The domain-separation prefix of the associated data (10 bytes).
+pub const AAD_PREFIX: &[u8; 10] = b"fts-seg-v1";
+
+/// Length of [`SegmentContext::aad`]: 10 + 8 + 4 + 8 + 4 + 4 + 4 + 8 + 1 + 1 + 4.
+pub const AAD_LEN: usize = 56;
+
+/// Length of a nonce.
+pub const NONCE_LEN: usize = 12;
+
+/// Per-connection keys for sealing segments (32-byte AES-256-GCM keys).
+///
+/// `send` seals what this side writes, `recv` opens what the peer writes:
+/// the two sides of a connection hold mirrored keys (the initiator's `send`
+/// is the connector's `recv`). Keys must be fresh for every connection
+/// (generation): sequence numbers restart at 1 in each, so keys used twice
+/// would repeat nonces. `Debug` does not print them; they are zeroed when
+/// dropped.
+pub struct SealKeys {
+    /// Key for the segments this side writes.
+    pub send: [u8; 32],
+    /// Key for the segments the peer writes.
+    pub recv: [u8; 32],
+}
+
+impl fmt::Debug for SealKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SealKeys { send: <redacted>, recv: <redacted> }")
+    }
+}
+
+impl Drop for SealKeys {
+    fn drop(&mut self) {
+        self.send.zeroize();
+        self.recv.zeroize();
+    }
+}
+
+/// The nonce of the segment with sequence number `seq`: `seq` (u64 LE)
+/// followed by four zero bytes.
+pub fn nonce(seq: u64) -> [u8; NONCE_LEN] {
+    let mut n = [0u8; NONCE_LEN];
+    n[..8].copy_from_slice(&seq.to_le_bytes());
+    n
+}
+
+/// Everything a sealed segment is bound to besides its key: the fields of
+/// its associated data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentContext {
+    /// Layout id (`blk5_layout_id`).
+    pub layout_id: u64,
+    /// Connection slot (`pro_process_id`, = header `slot`).
+    pub slot: u32,
+    /// Connection generation (= header `generation`).
+    pub generation: u64,
+    /// The side that wrote the segment (owner of the ring).
+    pub writer: Role,
+    /// Ring index of the entry.
+    pub index: u32,
+    /// Global segment number `g` (= header stamp `index`).
+    pub segment: u32,
+    /// Sequence number (= header `seg_seq`).
+    pub seq: u64,
+    /// Request id (= header `req_id`).
+    pub req_id: u8,
+    /// Data flags (= header `flags`).
+    pub flags: u8,
+    /// Payload (plaintext = ciphertext) bytes (= header `len`).
+    pub len: u32,
+}
+
+impl SegmentContext {
+    /// The associated data, all integers little-endian:
+    ///
+    /// | off | size | field |
+    /// |---:|---:|---|
+    /// | 0 | 10 | `"fts-seg-v1"` |
+    /// | 10 | 8 | layout id |
+    /// | 18 | 4 | slot |
+    /// | 22 | 8 | generation |
+    /// | 30 | 4 | writer role code (1 initiator, 2 connector) |
+    /// | 34 | 4 | ring index |
+    /// | 38 | 4 | global segment number |
+    /// | 42 | 8 | sequence number |
+    /// | 50 | 1 | request id |
+    /// | 51 | 1 | flags |
+    /// | 52 | 4 | len |
+    pub fn aad(&self) -> [u8; AAD_LEN] {
+        let mut a = [0u8; AAD_LEN];
+        let mut at = 0;
+        let mut put = |b: &[u8]| {
+            a[at..at + b.len()].copy_from_slice(b);
+            at += b.len();
+        };
+        put(AAD_PREFIX);
+        put(&self.layout_id.to_le_bytes());
+        put(&self.slot.to_le_bytes());
+        put(&self.generation.to_le_bytes());
+        put(&self.writer.code().to_le_bytes());
+        put(&self.index.to_le_bytes());
+        put(&self.segment.to_le_bytes());
+        put(&self.seq.to_le_bytes());
+        put(&[self.req_id]);
+        put(&[self.flags]);
+        put(&self.len.to_le_bytes());
+        a
+    }
+}
+
+/// Why sealing or opening failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// The sequence number is not greater than one already sealed: sealing
+    /// it would reuse a nonce.
+    #[error("sequence number {seq} is not above {last}, the last one sealed")]
+    Sequence {
+        /// The refused sequence number.
+        seq: u64,
+        /// The last sequence number sealed.
+        last: u64,
+    },
+    /// The tag does not match: wrong key, or the ciphertext or anything in
+    /// the associated data differs from what was sealed.
+    #[error("authentication failed")]
+    Open,
+    /// The buffer is too short for the stated length plus the tag.
+    #[error("buffer too short")]
+    Short,
+}
+
+/// Both ciphers of one side of a connection, and the nonce guard.
+pub struct Sealer {
+    send: Aes256Gcm,
+    recv: Aes256Gcm,
+    last_sealed: u64,
+}
+
+impl fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sealer")
+            .field("alg", &"AES-256-GCM")
+            .field("last_sealed", &self.last_sealed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sealer {
+    /// The ciphers for `keys`. Refuses equal send and receive keys: both
+    /// sides' sequence numbers start at 1, so one key for both directions
+    /// would repeat nonces.
+    pub fn new(keys: &SealKeys) -> Result<Sealer, &'static str> {
+        if keys.send == keys.recv {
+            return Err("the send and receive keys are equal (nonces would repeat)");
+        }
+        Ok(Sealer {
+            send: Aes256Gcm::new(&keys.send.into()),
+            recv: Aes256Gcm::new(&keys.recv.into()),
+            last_sealed: 0,
+        })
+    }
+
+    /// The last sequence number sealed (0: none yet).
+    pub fn last_sealed(&self) -> u64 {
+        self.last_sealed
+    }
+
+    /// Encrypts `body[..ctx.len]` in place and writes the tag into
+    /// `body[ctx.len..ctx.len + 16]`. `ctx.seq` must be greater than every
+    /// sequence number sealed before.
+    pub fn seal(&mut self, ctx: &SegmentContext, body: &mut [u8]) -> Result<(), SealError> {
+        if ctx.seq <= self.last_sealed {
+            return Err(SealError::Sequence {
+                seq: ctx.seq,
+                last: self.last_sealed,
+            });
+        }
+        let len = ctx.len as usize;
+        if body.len() < len + SEAL_TAG_SIZE {
+            return Err(SealError::Short);
+        }
+        let (text, rest) = body.split_at_mut(len);
+        // Claimed before encrypting: even a failure never leaves a nonce
+        // that could be used again.
+        self.last_sealed = ctx.seq;
+        let n = nonce(ctx.seq);
+        let tag = self
+            .send
+            .encrypt_in_place_detached(Nonce::from_slice(&n), &ctx.aad(), text)
+            .map_err(|_| SealError::Short)?;
+        rest[..SEAL_TAG_SIZE].copy_from_slice(&tag);
+        Ok(())
+    }
+
+    /// Checks the tag at `body[ctx.len..ctx.len + 16]` and, only if it
+    /// matches, decrypts `body[..ctx.len]` in place. On failure `body` is
+    /// unchanged (still ciphertext).
+    pub fn open(&self, ctx: &SegmentContext, body: &mut [u8]) -> Result<(), SealError> {
+        let len = ctx.len as usize;
+        if body.len() < len + SEAL_TAG_SIZE {
+            return Err(SealError::Short);
+        }
+        let (text, rest) = body.split_at_mut(len);
+        let tag = Tag::clone_from_slice(&rest[..SEAL_TAG_SIZE]);
+        let n = nonce(ctx.seq);
+        self.recv
+            .decrypt_in_place_detached(Nonce::from_slice(&n), &ctx.aad(), text, &tag)
+            .map_err(|_| SealError::Open)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> SealKeys {
+        SealKeys {
+            send: [1; 32],
+            recv: [2; 32],
+        }
+    }
+
+    fn mirrored() -> SealKeys {
+        SealKeys {
+            send: [2; 32],
+            recv: [1; 32],
+        }
+    }
+
+    fn ctx(len: u32) -> SegmentContext {
+        SegmentContext {
+            layout_id: 0x1122_3344_5566_7788,
+            slot: 3,
+            generation: 9,
+            writer: Role::Initiator,
+            index: 2,
+            segment: 40,
+            seq: 7,
+            req_id: 5,
+            flags: 0x41,
+            len,
+        }
+    }
+
+    #[test]
+    fn aad_layout_is_as_documented() {
+        let a = ctx(0x0102_0304).aad();
+        assert_eq!(&a[..10], b"fts-seg-v1");
+        assert_eq!(&a[10..18], &0x1122_3344_5566_7788u64.to_le_bytes());
+        assert_eq!(&a[18..22], &3u32.to_le_bytes());
+        assert_eq!(&a[22..30], &9u64.to_le_bytes());
+        assert_eq!(&a[30..34], &1u32.to_le_bytes());
+        assert_eq!(&a[34..38], &2u32.to_le_bytes());
+        assert_eq!(&a[38..42], &40u32.to_le_bytes());
+        assert_eq!(&a[42..50], &7u64.to_le_bytes());
+        assert_eq!(a[50], 5);
+        assert_eq!(a[51], 0x41);
+        assert_eq!(&a[52..56], &0x0102_0304u32.to_le_bytes());
+        assert_eq!(
+            nonce(0x0807_0605_0403_0201),
+            [1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0]
+        );
+    }
+
+    #[test]
+    fn seal_then_open_round_trips_and_hides_the_text() {
+        let mut tx = Sealer::new(&keys()).unwrap();
+        let rx = Sealer::new(&mirrored()).unwrap();
+        let text = b"attack at dawn, attack at dawn!".to_vec();
+        let c = ctx(text.len() as u32);
+        let mut body = text.clone();
+        body.resize(text.len() + SEAL_TAG_SIZE, 0);
+        tx.seal(&c, &mut body).unwrap();
+        assert_ne!(&body[..text.len()], &text[..]);
+        rx.open(&c, &mut body).unwrap();
+        assert_eq!(&body[..text.len()], &text[..]);
+    }
+
+    #[test]
+    fn any_change_of_context_body_tag_or_key_fails_to_open() {
+        let mut tx = Sealer::new(&keys()).unwrap();
+        let rx = Sealer::new(&mirrored()).unwrap();
+        let c = ctx(100);
+        let mut sealed = vec![0xAB; 100 + SEAL_TAG_SIZE];
+        tx.seal(&c, &mut sealed).unwrap();
+        let variants: Vec<SegmentContext> = vec![
+            SegmentContext {
+                layout_id: c.layout_id + 1,
+                ..c
+            },
+            SegmentContext { slot: 4, ..c },
+            SegmentContext {
+                generation: 10,
+                ..c
+            },
+            SegmentContext {
+                writer: Role::Connector,
+                ..c
+            },
+            SegmentContext { index: 3, ..c },
+            SegmentContext { segment: 41, ..c },
+            SegmentContext { seq: 8, ..c },
+            SegmentContext { req_id: 6, ..c },
+            SegmentContext { flags: 0x01, ..c },
+        ];
+        for v in &variants {
+            let mut b = sealed.clone();
+            assert_eq!(rx.open(v, &mut b), Err(SealError::Open), "{v:?}");
+            assert_eq!(b, sealed, "a failed open leaves the ciphertext");
+        }
+        // A shorter length moves the tag: fails too.
+        let mut b = sealed.clone();
+        assert_eq!(
+            rx.open(&SegmentContext { len: 99, ..c }, &mut b),
+            Err(SealError::Open)
+        );
+        for bit in [0, 7 * 8 + 3, 100 * 8, (100 + 15) * 8 + 7] {
+            let mut b = sealed.clone();
+            b[bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(rx.open(&c, &mut b), Err(SealError::Open), "bit {bit}");
+        }
+        // The sender's own receive key is not the peer's send key.
+        let mut b = sealed.clone();
+        assert_eq!(tx.open(&c, &mut b), Err(SealError::Open));
+        let mut b = sealed.clone();
+        rx.open(&c, &mut b).unwrap();
+        assert_eq!(&b[..100], &[0xAB; 100][..]);
+    }
+
+    #[test]
+    fn a_sequence_number_is_never_sealed_twice() {
+        let mut tx = Sealer::new(&keys()).unwrap();
+        let mut body = vec![0; 10 + SEAL_TAG_SIZE];
+        tx.seal(&ctx(10), &mut body).unwrap();
+        for seq in [7, 6, 0] {
+            assert_eq!(
+                tx.seal(&SegmentContext { seq, ..ctx(10) }, &mut body),
+                Err(SealError::Sequence { seq, last: 7 })
+            );
+        }
+        tx.seal(&SegmentContext { seq: 8, ..ctx(10) }, &mut body)
+            .unwrap();
+        assert_eq!(tx.last_sealed(), 8);
+    }
+
+    #[test]
+    fn equal_keys_are_refused_and_debug_hides_keys() {
+        let k = SealKeys {
+            send: [0x5a; 32],
+            recv: [0x5a; 32],
+        };
+        assert!(Sealer::new(&k).is_err());
+        let shown = format!("{:?}", keys());
+        assert!(!shown.contains('1'), "{shown}");
+        assert!(shown.contains("redacted"));
+    }
+}

@@ -752,3 +752,373 @@ pub(crate) fn reconcile(mcb: &Mcb, sdt: &[SdtEntry]) -> Result<(Geometry, Vec<Mi
     }
     Ok((g, out))
 }
+
+// ---------------------------------------------------------------------------
+// Choosing a geometry
+
+/// Batch size (one I/O: `B` contiguous segments) [`GeometryRequest::resolve`]
+/// aims at: large sequential I/Os are what a SAN array (and its cache) does
+/// best.
+const AUTO_IO_BYTES: u64 = 1 << 20;
+/// Batches per ring [`GeometryRequest::resolve`] aims at, so both sides can
+/// keep several I/Os in flight: the writer fills batches ahead while the
+/// reader still reads earlier ones.
+const AUTO_RING_DEPTH: u64 = 8;
+/// Smallest segment size [`GeometryRequest::resolve`] chooses when a batch
+/// of at least that much fits (the default segment size).
+const AUTO_MIN_SEGMENT: u64 = DEFAULT_SEGMENT_BYTES;
+/// Largest segment size [`GeometryRequest::resolve`] chooses: a 1 MiB batch
+/// is then 4 segments, and a ring of a few MiB still has dozens of entries.
+const AUTO_MAX_SEGMENT: u64 = 256 << 10;
+
+/// What `format` was asked for: the devices and connections, and the
+/// tunables the user fixed; [`GeometryRequest::resolve`] chooses the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeometryRequest {
+    /// Size of the master device in bytes.
+    pub master_bytes: u64,
+    /// Sizes of the secondary devices in bytes, in Secondary Device Table order.
+    pub secondary_bytes: Vec<u64>,
+    /// Logical block size of the master (`format_block_size`).
+    pub block_size: u32,
+    /// `blk5_max_connections` (`C`): always given (it is what the devices
+    /// are shared by, not a tuning knob).
+    pub max_connections: u32,
+    /// Data-segment size in bytes, or `None` to choose it.
+    pub segment_bytes: Option<u64>,
+    /// Ring entries per pointer table (`N`), or `None` to choose them.
+    pub ring_entries: Option<u32>,
+    /// Batch (`B`), or `None` to choose it.
+    pub batch: Option<u32>,
+}
+
+/// A geometry [`GeometryRequest::resolve`] chose, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoGeometry {
+    /// The parameters, every tunable set.
+    pub params: GeometryParams,
+    /// The layout they give.
+    pub geometry: Geometry,
+    /// Whether the defaults were kept (for the tunables not given): they
+    /// fit. `false` when the geometry was sized from the devices, or every
+    /// tunable was given.
+    pub kept_defaults: bool,
+    /// What it is, for people: "16 connections, 127 ring entries of 256
+    /// KiB, batch 4 (1 MiB per I/O, 31 batches per ring); the rings fill
+    /// 99% of 1 GiB".
+    pub chosen: String,
+    /// Why, for people: "the defaults fit", or "the defaults (640 ring
+    /// entries of 64 KiB) need a master of 1.3 GiB but it has 1 GiB".
+    pub reason: String,
+}
+
+/// `x` rounded down to a power of two (0 for 0).
+fn pow2_floor(x: u64) -> u64 {
+    match x {
+        0 => 0,
+        _ => 1 << (63 - x.leading_zeros()),
+    }
+}
+
+/// The largest `v` in `lo..=hi` with `ok(v)`, for an `ok` that holds up to
+/// some value and not above it; `None` if not even `ok(lo)`.
+fn largest(lo: u64, hi: u64, mut ok: impl FnMut(u64) -> bool) -> Option<u64> {
+    if lo > hi || !ok(lo) {
+        return None;
+    }
+    let (mut good, mut bad) = (lo, hi.saturating_add(1));
+    while bad - good > 1 {
+        let mid = good + (bad - good) / 2;
+        if ok(mid) {
+            good = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    Some(good)
+}
+
+/// Whether `p` leaves the devices room enough: it computes, or fails for a
+/// reason other than space (e.g. too many segments for u32 numbers).
+fn room_enough(p: &GeometryParams) -> bool {
+    !matches!(
+        Geometry::compute(p),
+        Err(GeometryError::NotEnoughSegments { .. } | GeometryError::DeviceTooSmall { .. })
+    )
+}
+
+/// Bytes for people: `64 KiB`, `1.3 GiB`, `512 B`.
+fn size_text(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else if (v - v.round()).abs() < 1e-9 {
+        format!("{} {}", v.round() as u64, UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+impl Geometry {
+    /// A request to choose the geometry of `master_bytes` (and
+    /// `secondary_bytes`) with `block_size`-byte logical blocks for
+    /// `max_connections` connections: set the tunables the user gave on it,
+    /// then [`GeometryRequest::resolve`] chooses the others.
+    pub fn auto(
+        master_bytes: u64,
+        secondary_bytes: &[u64],
+        block_size: u32,
+        max_connections: u32,
+    ) -> GeometryRequest {
+        GeometryRequest {
+            master_bytes,
+            secondary_bytes: secondary_bytes.to_vec(),
+            block_size,
+            max_connections,
+            segment_bytes: None,
+            ring_entries: None,
+            batch: None,
+        }
+    }
+}
+
+impl GeometryRequest {
+    /// The parameters with the given tunables, and `s`, `n`, `b` for the others.
+    fn params(&self, s: u64, n: u32, b: u32) -> GeometryParams {
+        self.at(
+            self.segment_bytes.unwrap_or(s),
+            self.ring_entries.unwrap_or(n),
+            self.batch.unwrap_or(b),
+        )
+    }
+
+    /// The parameters with exactly `s`, `n` and `b`.
+    fn at(&self, s: u64, n: u32, b: u32) -> GeometryParams {
+        GeometryParams {
+            master_bytes: self.master_bytes,
+            secondary_bytes: self.secondary_bytes.clone(),
+            block_size: self.block_size,
+            segment_bytes: s,
+            max_connections: self.max_connections,
+            ring_entries: n,
+            batch: b,
+        }
+    }
+
+    /// The most ring entries that fit with segments of `s` bytes.
+    fn max_ring_entries(&self, s: u64) -> Option<u32> {
+        let fits = |n: u64| Geometry::compute(&self.at(s, n as u32, 1)).is_ok();
+        largest(MIN_RING_ENTRIES.into(), MAX_RING_ENTRIES.into(), fits).map(|n| n as u32)
+    }
+
+    /// The largest segment (bytes, a multiple of 4096) that fits `n` ring
+    /// entries.
+    fn max_segment_bytes(&self, n: u32) -> Option<u64> {
+        let room = |lbs: u64| room_enough(&self.at(lbs * LB64, n, 1));
+        let lbs = largest(1, MAX_SEG_LBS.into(), room)?;
+        Geometry::compute(&self.at(lbs * LB64, n, 1))
+            .is_ok()
+            .then_some(lbs * LB64)
+    }
+
+    /// What to tell a user whose request does not fit: the largest segment
+    /// size (bytes, a multiple of 4096) that fits the devices with the ring
+    /// entries as given (or as few as possible: 2, or a given batch).
+    /// `None` if not even 4096 does.
+    pub fn largest_segment_bytes(&self) -> Option<u64> {
+        self.max_segment_bytes(self.smallest_ring())
+    }
+
+    /// The most ring entries that fit the devices with the segment size as
+    /// given (or 4096 bytes). `None` if not even 2 do.
+    pub fn largest_ring_entries(&self) -> Option<u32> {
+        self.max_ring_entries(self.segment_bytes.unwrap_or(LB64))
+    }
+
+    /// The most connections that fit the devices with the segment size and
+    /// ring entries as given (or as small as possible). `None` if not even
+    /// one does.
+    pub fn largest_max_connections(&self) -> Option<u32> {
+        let (s, n) = (self.segment_bytes.unwrap_or(LB64), self.smallest_ring());
+        let mut p = self.at(s, n, 1);
+        largest(1, MAX_CONNECTIONS.into(), |c| {
+            p.max_connections = c as u32;
+            Geometry::compute(&p).is_ok()
+        })
+        .map(|c| c as u32)
+    }
+
+    /// The ring entries as given, or the fewest that hold a given batch.
+    fn smallest_ring(&self) -> u32 {
+        self.ring_entries
+            .unwrap_or(self.batch.unwrap_or(0).max(MIN_RING_ENTRIES))
+    }
+
+    /// Chooses the tunables not given, the way `mkfs` sizes its tables
+    /// from the device:
+    ///
+    /// 1. **The defaults where they fit**: if [`DEFAULT_SEGMENT_BYTES`],
+    ///    [`DEFAULT_RING_ENTRIES`] and [`DEFAULT_BATCH`] (for the tunables
+    ///    not given) fit the devices with `C` connections, they are kept, so
+    ///    a device large enough gets the layout it always got.
+    /// 2. **Otherwise sized from the devices**: the rings get all the room
+    ///    the data area has, `R` bytes per ring (the tightest device
+    ///    decides). 8 batches of 4 segments each would
+    ///    fill it, so the segment size is `R / 32` rounded down to a power
+    ///    of two, from 64 KiB to 256 KiB (smaller only when a ring would
+    ///    not hold 2 of them); the ring entries are as many as fit; and the
+    ///    batch — one I/O — is as large as it can be up to
+    ///    1 MiB while the ring still holds 8
+    ///    batches (and at least 1 segment).
+    ///
+    /// Given tunables are kept as given; the ones chosen adapt to them
+    /// (e.g. a given ring of 640 entries on a small device gets small
+    /// segments). Every result is checked by [`Geometry::compute`]; an
+    /// error is the one it gives for the smallest geometry tried, which
+    /// names the numbers; [`GeometryRequest::largest_ring_entries`] and its
+    /// siblings then say how far each given tunable may go.
+    pub fn resolve(&self) -> Result<AutoGeometry, GeometryError> {
+        let done = |params: GeometryParams, geometry: Geometry, kept_defaults, reason: String| {
+            let chosen = format!("{}; {}", describe(&geometry), fill(&geometry));
+            Ok(AutoGeometry {
+                params,
+                geometry,
+                kept_defaults,
+                chosen,
+                reason,
+            })
+        };
+        if let (Some(_), Some(_), Some(_)) = (self.segment_bytes, self.ring_entries, self.batch) {
+            let params = self.params(0, 0, 0);
+            let geometry = Geometry::compute(&params)?;
+            return done(params, geometry, false, "all given".into());
+        }
+        let defaults = self.params(DEFAULT_SEGMENT_BYTES, DEFAULT_RING_ENTRIES, DEFAULT_BATCH);
+        let defaults_err = match Geometry::compute(&defaults) {
+            Ok(geometry) => {
+                return done(defaults, geometry, true, "the defaults fit".into());
+            }
+            Err(e) => e,
+        };
+        let geometry = self.sized()?;
+        let default_ring = format!(
+            "{} ring entries of {}",
+            defaults.ring_entries,
+            size_text(defaults.segment_bytes)
+        );
+        let why = match &defaults_err {
+            GeometryError::NotEnoughSegments {
+                device,
+                need_bytes,
+                device_bytes,
+                ..
+            }
+            | GeometryError::DeviceTooSmall {
+                device,
+                need_bytes,
+                device_bytes,
+            } => format!(
+                "the defaults ({default_ring}) need a {} of {} but it has {}",
+                if *device == 0 {
+                    "master".to_string()
+                } else {
+                    format!("secondary device {device}")
+                },
+                size_text(*need_bytes),
+                size_text(*device_bytes)
+            ),
+            other => format!("the defaults ({default_ring}) do not fit: {other}"),
+        };
+        done(geometry.params(), geometry, false, why)
+    }
+
+    /// Step 2 of [`GeometryRequest::resolve`].
+    fn sized(&self) -> Result<Geometry, GeometryError> {
+        // Ring bytes per table, measured at the finest grain the given
+        // tunables allow.
+        let ring_bytes = match (self.segment_bytes, self.ring_entries) {
+            (Some(s), _) => self.max_ring_entries(s).map(|n| u64::from(n) * s),
+            (None, Some(n)) => self.max_segment_bytes(n).map(|s| u64::from(n) * s),
+            (None, None) => self.max_ring_entries(LB64).map(|n| u64::from(n) * LB64),
+        };
+        let Some(ring_bytes) = ring_bytes else {
+            // Not even the smallest geometry fits: its error says why.
+            return Geometry::compute(&self.params(LB64, MIN_RING_ENTRIES, 1));
+        };
+        let lb_pow2 = |bytes: u64| pow2_floor(bytes / LB64).max(1) * LB64;
+        let mut seg = match self.segment_bytes {
+            Some(s) => s,
+            None => {
+                let mut s = pow2_floor(ring_bytes / (AUTO_RING_DEPTH * 4))
+                    .clamp(AUTO_MIN_SEGMENT, AUTO_MAX_SEGMENT);
+                if let Some(n) = self.ring_entries {
+                    // As large as the given ring allows.
+                    s = s.min(lb_pow2(self.max_segment_bytes(n).unwrap_or(LB64)));
+                }
+                if let Some(b) = self.batch {
+                    // Room for two batches of the given size.
+                    s = s.min(lb_pow2(ring_bytes / (2 * u64::from(b).max(1))));
+                }
+                s
+            }
+        };
+        loop {
+            let n = match self.ring_entries {
+                Some(n) => Some(n),
+                None => self.max_ring_entries(seg),
+            };
+            let attempt = match n {
+                Some(n) => {
+                    let by_io = AUTO_IO_BYTES / seg;
+                    let by_depth = u64::from(n) / AUTO_RING_DEPTH;
+                    let b = by_io.min(by_depth).max(1) as u32;
+                    Geometry::compute(&self.params(seg, n, b))
+                }
+                None => Geometry::compute(&self.params(seg, MIN_RING_ENTRIES, 1)),
+            };
+            match attempt {
+                Err(_) if self.segment_bytes.is_none() && seg > LB64 => seg /= 2,
+                r => return r,
+            }
+        }
+    }
+}
+
+/// "16 connections, 31 ring entries of 64 KiB, batch 2 (128 KiB per
+/// I/O, 15 batches per ring)".
+fn describe(g: &Geometry) -> String {
+    let seg = u64::from(g.seg_lbs) * LB64;
+    format!(
+        "{} connection{}, {} ring entries of {}, batch {} ({} per I/O, {} batches per ring)",
+        g.max_connections,
+        if g.max_connections == 1 { "" } else { "s" },
+        g.ring_entries,
+        size_text(seg),
+        g.batch,
+        size_text(seg * u64::from(g.batch)),
+        g.ring_entries / g.batch.max(1)
+    )
+}
+
+/// "the rings fill 93% of 64 MiB".
+fn fill(g: &Geometry) -> String {
+    let total: u64 = g.devices.iter().map(|d| d.device_bytes).sum();
+    let rings =
+        2 * u64::from(g.max_connections) * u64::from(g.ring_entries) * u64::from(g.seg_lbs) * LB64;
+    let pct = (rings as u128 * 100 / u128::from(total.max(1))) as u64;
+    format!(
+        "the rings fill {pct}% of {}{}",
+        size_text(total),
+        if g.devices.len() > 1 {
+            format!(" on {} devices", g.devices.len())
+        } else {
+            String::new()
+        }
+    )
+}

@@ -21,6 +21,7 @@ mod lease;
 mod proto;
 mod reap;
 mod root;
+mod register;
 mod table;
 mod transfer;
 
@@ -40,3 +41,4 @@ pub use transfer::{
     check_local, serve, with_client, Client, ClientTimeouts, CopyOptions, LockFactory,
     ServeOptions, Transferred,
 };
+pub use register::{registered, registrations, Registered, Registration};

@@ -13,8 +13,15 @@
 //! generation bumped, so a hung owner that wakes up is fenced
 //! ([`crate::check_owner`]).
 //!
+//! A server's registration of its name ([`crate::Registration`]) is
+//! watched the same way: its server advances the entry's connector lease
+//! for as long as it serves, so a live registration always changes and a
+//! dead server's (killed, its host gone) is freed after a lease timeout,
+//! which frees its name.
+//!
 //! Any process that scans the table runs one: a server in its accept loop,
-//! a client that finds the table full.
+//! a client that finds the table full, a server registering its name in a
+//! full table.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -213,10 +220,21 @@ impl Reaper {
                 continue;
             }
             let (generation, what) = match &state {
+                // A server's registration: its server beats the connector
+                // lease for as long as it serves.
+                Slot::Entry(e) if e.is_server() => (
+                    e.pro_generation.wrapping_add(1).max(1),
+                    format!(
+                        "registration of fts server {:?}, generation {}: its server is dead, its lease made no progress for {:.1}s",
+                        e.pro_requestee,
+                        e.pro_generation,
+                        silent.as_secs_f64()
+                    ),
+                ),
                 Slot::Entry(e) => (
                     e.pro_generation.wrapping_add(1).max(1),
                     format!(
-                        "{} -> {}, generation {}: nothing changed for {:.1}s",
+                        "connection {:?} -> {:?}, generation {}: nothing changed for {:.1}s",
                         e.pro_requestor,
                         e.pro_requestee,
                         e.pro_generation,

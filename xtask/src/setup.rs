@@ -1,4 +1,4 @@
-//! `cargo xtask setup [--vm] [--fuzz]`: make sure the machine has what the
+//! `cargo xtask setup [--vm] [--fuzz] [--bench]`: make sure the machine has what the
 //! build and tests need. A fresh Debian 12 machine has none of it.
 
 use std::process::Command;
@@ -25,21 +25,45 @@ pub const VM_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-block-extra", "busyb
 /// libFuzzer's C++ sources.
 pub const FUZZ_PACKAGES: &[&str] = &["g++"];
 
+/// Extra system packages for `cargo xtask bench` (`--bench`): fio for the
+/// device limits, sshd, scp and rsync for the peers, iscsi-perf
+/// (libiscsi-bin) and a C compiler for the iSCSI limits.
+pub const BENCH_PACKAGES: &[&str] = &[
+    "fio",
+    "openssh-server",
+    "openssh-client",
+    "rsync",
+    "libiscsi-bin",
+    "gcc",
+];
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
     pub vm: bool,
     pub fuzz: bool,
 }
 
-impl Options {
+/// [`Options`] and whether to add [`BENCH_PACKAGES`] (a separate flag so
+/// that callers building `Options` stay as they are).
+#[derive(Debug, Clone, Copy, Default)]
+struct Wanted {
+    opts: Options,
+    bench: bool,
+}
+
+impl Wanted {
     /// The command-line flags that select these options, e.g. ` --vm`.
     fn flags(self) -> String {
+        let Wanted { opts: o, bench } = self;
         let mut s = String::new();
-        if self.vm {
+        if o.vm {
             s.push_str(" --vm");
         }
-        if self.fuzz {
+        if o.fuzz {
             s.push_str(" --fuzz");
+        }
+        if bench {
+            s.push_str(" --bench");
         }
         s
     }
@@ -47,17 +71,32 @@ impl Options {
 
 pub fn cmd(args: &[String]) -> Result<()> {
     let mut opts = Options::default();
+    let mut bench = false;
     for arg in args {
         match arg.as_str() {
             "--vm" => opts.vm = true,
             "--fuzz" => opts.fuzz = true,
-            other => bail!("setup: unknown argument `{other}` (expected --vm, --fuzz)"),
+            "--bench" => bench = true,
+            other => bail!("setup: unknown argument `{other}` (expected --vm, --fuzz, --bench)"),
         }
     }
-    setup(opts)
+    setup_with(Wanted { opts, bench })
 }
 
 pub fn setup(opts: Options) -> Result<()> {
+    setup_with(Wanted { opts, bench: false })
+}
+
+/// What `cargo xtask bench` needs besides the build's packages.
+pub fn setup_bench() -> Result<()> {
+    setup_with(Wanted {
+        opts: Options::default(),
+        bench: true,
+    })
+}
+
+fn setup_with(w: Wanted) -> Result<()> {
+    let opts = w.opts;
     let mut wanted: Vec<&str> = BASE_PACKAGES.to_vec();
     if opts.vm {
         wanted.extend(VM_PACKAGES);
@@ -65,7 +104,10 @@ pub fn setup(opts: Options) -> Result<()> {
     if opts.fuzz {
         wanted.extend(FUZZ_PACKAGES);
     }
-    ensure_packages(&wanted, opts)?;
+    if w.bench {
+        wanted.extend(BENCH_PACKAGES);
+    }
+    ensure_packages(&wanted, w)?;
     ensure_rustup_components()?;
     if opts.fuzz {
         ensure_cargo_fuzz()?;
@@ -86,7 +128,7 @@ fn is_installed(pkg: &str) -> Result<bool> {
     }
 }
 
-fn ensure_packages(wanted: &[&str], opts: Options) -> Result<()> {
+fn ensure_packages(wanted: &[&str], opts: Wanted) -> Result<()> {
     eprintln!("setup: checking system packages: {}", wanted.join(" "));
     let mut missing = Vec::new();
     for &pkg in wanted {

@@ -4,6 +4,7 @@
 //! rust-analyzer's xtask: arguments are parsed by hand and every child
 //! process is run with inherited stdio from the workspace root.
 
+mod bench;
 mod bindgen;
 mod campaign;
 mod ci;
@@ -22,9 +23,11 @@ cargo xtask <COMMAND> [ARGS...]
 
 Commands:
   help                          Show this message.
-  setup [--vm] [--fuzz]         Install missing system packages (apt-get, needs root)
+  setup [--vm] [--fuzz] [--bench]
+                                Install missing system packages (apt-get, needs root)
                                 and rustup components. --vm adds QEMU and busybox;
-                                --fuzz adds g++ and cargo-fuzz.
+                                --fuzz adds g++ and cargo-fuzz; --bench adds fio,
+                                openssh-server, rsync and libiscsi-bin.
   ci [--quick]                  The full CI run (what .ci/run executes): setup, fmt,
                                 clippy, tests, fuzz smoke run, hil. --quick skips fuzz.
   bindgen                       Regenerate the committed bindgen output with a pinned
@@ -34,7 +37,14 @@ Commands:
                                 seconds each (default 60) from the committed seeds and
                                 print executions and coverage per target;
                                 --seed-corpus regenerates the seeds (root, tgt).
-  bench [ARGS...]               `cargo bench --workspace ARGS...`.
+  bench [--quick] [--only GROUP...]
+                                fts next to the machine's limits (fio, libiscsi) and to
+                                scp, rsync and a TCP copy, in one run: prints a table,
+                                writes target/bench/report.json (docs/PERFORMANCE.md).
+                                Groups: disk cache iscsi peers encrypt devices. Needs
+                                root; installs what `setup --bench` does. --quick: 1 repetition, smaller
+                                sizes (under 2 minutes).
+  bench --micro [ARGS...]       The criterion benchmarks: `cargo bench --workspace ARGS...`.
   hil [ARGS...]                 Multi-host test rig (not implemented yet).
   crash-campaign [--kills N] [--seed S]
                                 Random SIGKILLs of fts clients and servers during puts
@@ -74,7 +84,7 @@ fn try_main() -> Result<()> {
         "ci" => ci::cmd(&rest),
         "bindgen" => bindgen::cmd(&rest),
         "fuzz" => fuzz::cmd(&rest),
-        "bench" => bench(&rest),
+        "bench" => bench::cmd(&rest),
         "hil" => hil::cmd(&rest),
         "crash-campaign" => campaign::cmd(&rest),
         "fresh-clone-test" => fresh_clone::cmd(&rest),
@@ -83,8 +93,4 @@ fn try_main() -> Result<()> {
             bail!("unknown command `{other}`")
         }
     }
-}
-
-fn bench(args: &[String]) -> Result<()> {
-    util::run(util::cargo().args(["bench", "--workspace"]).args(args))
 }

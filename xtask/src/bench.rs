@@ -747,7 +747,8 @@ impl Bench<'_> {
             });
         }
         if kind == Kind::Disk {
-            std::thread::sleep(Duration::from_secs(1));
+            // Time to back off from the last transfer's hot polling.
+            std::thread::sleep(Duration::from_secs(2));
             let secs = self.plan.idle_secs;
             match fts::cpu_percent(serve.pid(), secs) {
                 Ok(v) => self

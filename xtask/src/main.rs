@@ -42,8 +42,8 @@ Commands:
                                 scp, rsync and a TCP copy, in one run: prints a table,
                                 writes target/bench/report.json (docs/PERFORMANCE.md).
                                 Groups: disk cache iscsi peers encrypt devices. Needs
-                                root; installs what `setup --bench` does. --quick: 1 repetition, smaller
-                                sizes (under 2 minutes).
+                                root; installs what `setup --bench` does. --quick: 1
+                                repetition, smaller sizes (under 2 minutes).
   bench --micro [ARGS...]       The criterion benchmarks: `cargo bench --workspace ARGS...`.
   hil [ARGS...]                 Multi-host test rig (not implemented yet).
   crash-campaign [--kills N] [--seed S]

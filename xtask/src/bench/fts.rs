@@ -40,7 +40,10 @@ impl Fts<'_> {
             .env_remove("FTS_NAME")
             .env_remove("FTS_LOCK")
             .env_remove("FTS_INITIATOR")
-            .env_remove("FTS_FAULT_PLAN");
+            .env_remove("FTS_FAULT_PLAN")
+            .env_remove("FTS_KEY_FILE")
+            .env_remove("FTS_KNOWN_SERVERS")
+            .env_remove("FTS_AUTHORIZED_KEYS");
         match self.cgroup {
             Some(cg) => cg.wrap(&c),
             None => c,

@@ -718,15 +718,18 @@ pub fn check_image(img: &Image<'_>) -> Result<Checked, Error> {
         }
         if let (Some(now), Some(e)) = (img.now_ns, &entry) {
             if let Some(d) = no_life(&mcb, e, &leases, now) {
-                r.add(
-                    lb,
-                    0,
-                    &name,
+                let what = if e.is_server() {
+                    format!(
+                        "registration of fts server {:?} (generation {}) shows no life: {}: a dead server's registration (`fts check --repair` frees it, and so does any fts process after a lease timeout)",
+                        d.requestee, d.generation, d.why
+                    )
+                } else {
                     format!(
                         "{} -> {} (generation {}) shows no life: {}: a dead connection (`fts check --repair` frees it)",
                         d.requestor, d.requestee, d.generation, d.why
-                    ),
-                );
+                    )
+                };
+                r.add(lb, 0, &name, what);
                 dead.push(d);
             }
         }
@@ -906,7 +909,12 @@ fn no_life(
         return None;
     }
     let mut why = Vec::with_capacity(2);
-    for (role, lease) in leases {
+    // A registration has one live side: its server, on the connector lease
+    // (the initiator lease is whatever an earlier connection left).
+    let sides = leases
+        .iter()
+        .filter(|(role, _)| !e.is_server() || *role == Role::Connector);
+    for (role, lease) in sides {
         let shows = match lease {
             Some(l) if l.generation != e.pro_generation => {
                 format!("absent (generation {})", l.generation)
@@ -1213,7 +1221,12 @@ pub fn repair_plan(img: &Image<'_>, free_dead: &[u32]) -> Result<RepairPlan, Err
                             && p.offset_in_lb < RECORD_SIZE as u32
                     })
                     .collect();
-                if free_dead.contains(&slot) && e.is_allocated() {
+                if free_dead.contains(&slot) && e.is_server() {
+                    Some(format!(
+                        "dead server's registration of {:?} (generation {}): its lease showed no life",
+                        e.pro_requestee, e.pro_generation
+                    ))
+                } else if free_dead.contains(&slot) && e.is_allocated() {
                     Some(format!(
                         "dead connection {} -> {} (generation {}): no lease showed life",
                         e.pro_requestor, e.pro_requestee, e.pro_generation
@@ -1331,6 +1344,20 @@ fn check_pid(r: &mut Report, lb: u64, name: &str, slot: u32, e: &PidEntry) {
             name,
             format!(
                 "pro_flag_process {:#x}: PROCESSING without ALLOCATED",
+                e.pro_flag_process
+            ),
+        );
+    }
+    // A server's registration is written with ALLOCATED | PROCESSING, so
+    // that no connector takes it for a request; it is otherwise an entry
+    // in use like a connection's.
+    if e.is_server() && !(e.is_allocated() && e.is_processing()) {
+        r.add(
+            lb,
+            28,
+            name,
+            format!(
+                "pro_flag_process {:#x}: SERVER (a registration) without ALLOCATED and PROCESSING",
                 e.pro_flag_process
             ),
         );

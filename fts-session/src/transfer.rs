@@ -1581,7 +1581,13 @@ impl Served<'_> {
 /// before it returns.
 ///
 /// At start it checks the root and removes stale fts temporaries under it
-/// (see [`ServeOptions::max_partial_age`]).
+/// (see [`ServeOptions::max_partial_age`]), then registers `me.name`
+/// ([`crate::Registration`]): [`Error::NameTaken`] while another live
+/// server holds it. Should the registration be lost while serving (this
+/// process was stopped longer than a lease timeout and another server took
+/// the name), it raises `stop` itself so every connection ends, and
+/// returns [`Error::NameTaken`] or [`Error::Fenced`]. A normal end closes
+/// the registration's lease and frees its entry.
 pub fn serve(
     shared: &mut Shared,
     locks: LockFactory,
@@ -1616,10 +1622,20 @@ pub fn serve(
     let lock_timeout = opts.lock_timeout;
     let root = &root;
     let mut lock = locks()?;
+    // One live server per name: registered before anything is accepted,
+    // refused (Error::NameTaken) while a live server holds the name.
+    let mut registration =
+        crate::Registration::register(shared, lock.as_mut(), me, lock_timeout, log)?;
     let mut poller = Poller::new(Duration::from_millis(50));
     let mut reaper = crate::Reaper::new(shared);
-    std::thread::scope(|scope| -> Result<(), Error> {
+    let served = std::thread::scope(|scope| -> Result<(), Error> {
         while !stop.load(Ordering::Relaxed) {
+            // The name is no longer ours (we were presumed dead and it was
+            // taken over or freed): stop, and end every connection.
+            if !registration.keep_alive(log) {
+                stop.store(true, Ordering::SeqCst);
+                break;
+            }
             // Free what dead connections left behind and report damaged
             // entries once; neither stops the server.
             match reaper.scan(shared, lock.as_mut(), lock_timeout) {
@@ -1671,5 +1687,8 @@ pub fn serve(
             }
         }
         Ok(())
-    })
+    });
+    // Mark the registration's lease closed and free its entry (or, if it
+    // was lost, say to whom).
+    registration.finish(shared, lock.as_mut(), lock_timeout, served, log)
 }

@@ -20,8 +20,8 @@ mod error;
 mod lease;
 mod proto;
 mod reap;
-mod root;
 mod register;
+mod root;
 mod table;
 mod transfer;
 
@@ -35,10 +35,10 @@ pub use proto::{
     EntryKind, ErrorCode, FromWireText, ProtoError, Request, Response, MAGIC, MAX_CONTROL_MESSAGE,
 };
 pub use reap::{Reaped, Reaper};
+pub use register::{registered, registrations, Registered, Registration};
 pub use root::{Access, Confinement, NewTarget, Root, RootError};
 pub use table::{Shared, Slot};
 pub use transfer::{
     check_local, serve, with_client, Client, ClientTimeouts, CopyOptions, LockFactory,
     ServeOptions, Transferred,
 };
-pub use register::{registered, registrations, Registered, Registration};

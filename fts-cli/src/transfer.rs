@@ -686,20 +686,20 @@ fn shell_summary(verb: &str, t: &fts_session::Transferred) {
     }
 }
 
-/// `fts status`: the Process Id Table as an operator sees it.
+/// `fts status`: the Process Id Table as an operator sees it: the
+/// registered servers, then the connections.
 pub fn status(ctx: &Ctx, json: bool) -> Result<()> {
     let mut shared = ctx.shared()?;
     let slots = shared.read_slots()?;
     let lease_timeout = Duration::from_millis(u64::from(shared.mcb().lease_timeout_ms));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
+    let now = crate::layout::now_ns();
     let secs = |ns: u64| (now.saturating_sub(ns) as f64 / 1e8).round() / 10.0;
     let mut rows = Vec::new();
     for slot in &slots {
         let e = match slot {
             fts_session::Slot::Entry(e) if e.is_free() => continue,
+            // Registrations are listed with the servers, not as connections.
+            fts_session::Slot::Entry(e) if e.is_server() => continue,
             fts_session::Slot::Entry(e) => e,
             fts_session::Slot::Damaged { slot, error, .. } => {
                 rows.push(serde_json::json!({
@@ -742,56 +742,123 @@ pub fn status(ctx: &Ctx, json: bool) -> Result<()> {
             "leases": leases, "dead": !alive,
         }));
     }
+    let servers: Vec<serde_json::Value> = fts_session::registrations(&mut shared)?
+        .iter()
+        .map(|r| server_row(r, now, lease_timeout))
+        .collect();
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
+                "servers": servers,
                 "connections": rows,
                 "max_connections": slots.len(),
                 "lease_timeout_s": lease_timeout.as_secs_f64(),
             }))?
         );
-    } else {
-        println!(
-            "{:>5}  {:<32} {:<32} {:<10} {:>8} {:>10} {:>10}",
-            "slot", "requestor", "requestee", "state", "age", "lease ini", "lease con"
-        );
-        let lease = |r: &serde_json::Value, role: &str| match &r["leases"][role] {
-            serde_json::Value::Null => "-".to_string(),
-            l if l["state"] == "closed" => "closed".to_string(),
-            l => format!("{}s", l["age_s"]),
-        };
-        for r in &rows {
-            let text = |k: &str| printable(r[k].as_str().unwrap_or(""));
-            let mut line = format!(
-                "{:>5}  {:<32} {:<32} {:<10} {:>7}s {:>10} {:>10}",
-                r["slot"].to_string(),
-                text("requestor"),
-                text("requestee"),
-                text("state"),
-                r["age_s"].to_string(),
-                lease(r, "initiator"),
-                lease(r, "connector"),
-            );
-            if r["state"] == "damaged" {
-                line = format!(
-                    "{:>5}  damaged: {}",
-                    r["slot"].to_string(),
-                    printable(r["problem"].as_str().unwrap_or(""))
-                );
-            } else if r["dead"] == true {
-                line.push_str("  DEAD? (no live lease; reclaimed after a lease timeout)");
-            }
-            println!("{line}");
-        }
-        println!(
-            "{} of {} connections in use (lease timeout {:.1}s; lease ages use the writers' clocks)",
-            rows.len(),
-            slots.len(),
-            lease_timeout.as_secs_f64()
-        );
+        return Ok(());
     }
+    print_servers(&servers);
+    println!(
+        "{:>5}  {:<32} {:<32} {:<10} {:>8} {:>10} {:>10}",
+        "slot", "requestor", "requestee", "state", "age", "lease ini", "lease con"
+    );
+    let lease = |r: &serde_json::Value, role: &str| match &r["leases"][role] {
+        serde_json::Value::Null => "-".to_string(),
+        l if l["state"] == "closed" => "closed".to_string(),
+        l => format!("{}s", l["age_s"]),
+    };
+    for r in &rows {
+        let text = |k: &str| printable(r[k].as_str().unwrap_or(""));
+        let mut line = format!(
+            "{:>5}  {:<32} {:<32} {:<10} {:>7}s {:>10} {:>10}",
+            r["slot"].to_string(),
+            text("requestor"),
+            text("requestee"),
+            text("state"),
+            r["age_s"].to_string(),
+            lease(r, "initiator"),
+            lease(r, "connector"),
+        );
+        if r["state"] == "damaged" {
+            line = format!(
+                "{:>5}  damaged: {}",
+                r["slot"].to_string(),
+                printable(r["problem"].as_str().unwrap_or(""))
+            );
+        } else if r["dead"] == true {
+            line.push_str("  DEAD? (no live lease; reclaimed after a lease timeout)");
+        }
+        println!("{line}");
+    }
+    let registered = match servers.len() {
+        0 => String::new(),
+        1 => "; 1 more entry holds a server registration".to_string(),
+        n => format!("; {n} more entries hold server registrations"),
+    };
+    println!(
+        "{} of {} connections in use{registered} (lease timeout {:.1}s; lease ages use the writers' clocks)",
+        rows.len(),
+        slots.len(),
+        lease_timeout.as_secs_f64()
+    );
     Ok(())
+}
+
+/// One registered server for `status`: who, where, since when, and whether
+/// its lease looks alive (by the writer's clock against ours: a hint; a
+/// starting `serve` judges by the counter on its own clock).
+fn server_row(r: &fts_session::Registered, now: u64, lease_timeout: Duration) -> serde_json::Value {
+    let age = r
+        .lease_age(now)
+        .map(|a| (a.as_secs_f64() * 10.0).round() / 10.0);
+    let state = match (r.closed(), age) {
+        (true, _) => "closed",
+        (false, Some(a)) if a <= lease_timeout.as_secs_f64() => "alive",
+        _ => "dead?",
+    };
+    serde_json::json!({
+        "slot": r.slot, "name": r.name, "host": r.host.to_string(), "pid": r.pid(),
+        "generation": r.generation, "since": r.since_utc(), "since_ns": r.since_ns,
+        "lease_age_s": age, "counter": r.lease.as_ref().map(|l| l.counter),
+        "state": state, "alive": state == "alive",
+    })
+}
+
+/// The registered servers, names escaped.
+fn print_servers(servers: &[serde_json::Value]) {
+    if servers.is_empty() {
+        println!("no registered servers");
+        return;
+    }
+    println!(
+        "{:>5}  {:<32} {:<36} {:>8}  {:<23} {:>9}  state",
+        "slot", "server", "host", "pid", "since", "lease age"
+    );
+    for r in servers {
+        let age = match r["lease_age_s"].as_f64() {
+            Some(a) => format!("{a:.1}s"),
+            None => "-".to_string(),
+        };
+        let pid = r["pid"]
+            .as_u64()
+            .map_or_else(|| "-".to_string(), |p| p.to_string());
+        let mut line = format!(
+            "{:>5}  {:<32} {:<36} {:>8}  {:<23} {:>9}  {}",
+            r["slot"].to_string(),
+            printable(r["name"].as_str().unwrap_or("")),
+            r["host"].as_str().unwrap_or(""),
+            pid,
+            r["since"].as_str().unwrap_or(""),
+            age,
+            r["state"].as_str().unwrap_or(""),
+        );
+        if r["state"] == "dead?" {
+            line.push_str(" (no live lease; its name is reclaimed after a lease timeout)");
+        }
+        println!("{line}");
+    }
+    println!();
 }
 
 /// `s` with control characters (terminal escapes among them) shown as

@@ -11,6 +11,13 @@
 //! detection and timeouts belong to the session layer) and backs off with a
 //! [`Poller`].
 //!
+//! Sealed connections ([`RingPort::set_seal`], [`crate::seal`]): each
+//! segment's payload is encrypted in place in the I/O buffer before the
+//! write and its tag stored after it; the reader checks the header and the
+//! CRC (damage), then the `seal` byte and the tag (keys, forgeries), and
+//! decrypts in place only what authenticates. A segment failing any check
+//! is NAKed and never handed to the sink.
+//!
 //! Limits: all ring segments of the connection must be on the device the
 //! port was given (the master); a layout that puts them on a secondary
 //! device is refused with [`Error::Unsupported`]. After any error the port's
@@ -857,9 +864,11 @@ impl<'d> RingPort<'d> {
                             seq,
                             last,
                         },
-                        SealError::Open | SealError::Short => Error::Config {
-                            reason: format!("sealing segment {}: {e}", s.seq),
-                        },
+                        SealError::Open | SealError::Short | SealError::EqualKeys => {
+                            Error::Config {
+                                reason: format!("sealing segment {}: {e}", s.seq),
+                            }
+                        }
                     })?;
                     SEAL_AES256GCM
                 }

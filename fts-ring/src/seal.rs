@@ -28,7 +28,7 @@
 use std::fmt;
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
 use fts_layout::{Role, SEAL_TAG_SIZE};
 use zeroize::Zeroize;
 
@@ -160,6 +160,10 @@ pub enum SealError {
     /// The buffer is too short for the stated length plus the tag.
     #[error("buffer too short")]
     Short,
+    /// The send and receive keys are equal: both sides' sequence numbers
+    /// start at 1, so one key for both directions would repeat nonces.
+    #[error("the send and receive keys are equal (nonces would repeat)")]
+    EqualKeys,
 }
 
 /// Both ciphers of one side of a connection, and the nonce guard.
@@ -182,13 +186,16 @@ impl Sealer {
     /// The ciphers for `keys`. Refuses equal send and receive keys: both
     /// sides' sequence numbers start at 1, so one key for both directions
     /// would repeat nonces.
-    pub fn new(keys: &SealKeys) -> Result<Sealer, &'static str> {
+    pub fn new(keys: &SealKeys) -> Result<Sealer, SealError> {
         if keys.send == keys.recv {
-            return Err("the send and receive keys are equal (nonces would repeat)");
+            return Err(SealError::EqualKeys);
         }
+        // Borrowed, not copied: the only copies of the keys are `keys`
+        // (zeroed on drop) and the ciphers' key schedules (zeroed on drop
+        // by the `zeroize` feature of `aes`).
         Ok(Sealer {
-            send: Aes256Gcm::new(&keys.send.into()),
-            recv: Aes256Gcm::new(&keys.recv.into()),
+            send: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&keys.send)),
+            recv: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&keys.recv)),
             last_sealed: 0,
         })
     }
@@ -382,7 +389,7 @@ mod tests {
             send: [0x5a; 32],
             recv: [0x5a; 32],
         };
-        assert!(Sealer::new(&k).is_err());
+        assert_eq!(Sealer::new(&k).err(), Some(SealError::EqualKeys));
         let shown = format!("{:?}", keys());
         assert!(!shown.contains('1'), "{shown}");
         assert!(shown.contains("redacted"));

@@ -324,6 +324,8 @@ fn assert_delivered(r: &Run, msgs: &[Vec<u8>], what: &str) -> u64 {
     r.written - expected
 }
 
+const MARKER: &[u8] = b"<<FTS-SECRET-MARKER-7c1e55d0>>";
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -349,6 +351,15 @@ fn sealed_echo(block_size: u32) {
         0,
         100,
     ];
+    // Last, text with a marker, echoed too: what the connector decrypted
+    // into its I/O buffer must not leak into what it writes back.
+    let mut msgs: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(k, &len)| message(len, k as u64))
+        .collect();
+    msgs.push(MARKER.repeat(3 * n * p / MARKER.len() + 1));
+    let count = msgs.len();
     let mut other = rig.plain();
     let (geo, layout_id) = (rig.geo.clone(), rig.layout_id);
     let connector = std::thread::spawn(move || {
@@ -357,7 +368,7 @@ fn sealed_echo(block_size: u32) {
         Keys::connector().apply(&mut port);
         port.set_liveness(liveness(None));
         port.init_table().unwrap();
-        for k in 0..sizes.len() {
+        for k in 0..count {
             let mut msg = Vec::new();
             let info = port
                 .recv(&mut |b: &[u8]| {
@@ -385,8 +396,8 @@ fn sealed_echo(block_size: u32) {
     assert_eq!(port.payload_capacity(), p);
     port.set_liveness(liveness(None));
     port.init_table().unwrap();
-    for (k, &len) in sizes.iter().enumerate() {
-        let msg = message(len, k as u64);
+    for (k, msg) in msgs.iter().enumerate() {
+        let len = msg.len();
         port.send(&mut msg.as_slice(), len as u64).unwrap();
         let mut back = Vec::new();
         let info = port
@@ -401,7 +412,7 @@ fn sealed_echo(block_size: u32) {
             len.div_ceil(p).max(1) as u64,
             "message {k}: segments of {p} payload bytes"
         );
-        assert!(back == msg, "message {k} of {len} bytes differs");
+        assert!(back == *msg, "message {k} of {len} bytes differs");
     }
     // A full segment is exactly header + payload + tag: every segment
     // holds a tag where an unsealed one would hold payload.
@@ -409,8 +420,9 @@ fn sealed_echo(block_size: u32) {
     drop(port);
     connector.join().unwrap();
 
-    // What is on the device says it is sealed.
+    // What is on the device says it is sealed, and holds no plaintext.
     let img = rig.image();
+    assert_eq!(find(&img, MARKER), None, "the marker is on the device");
     for role in Role::BOTH {
         for i in 0..rig.geo.ring_entries {
             let (off, g) = rig.segment(role, i);
@@ -439,7 +451,6 @@ fn sealed_echo_of_awkward_sizes_4096() {
 
 #[test]
 fn no_plaintext_reaches_the_device() {
-    const MARKER: &[u8] = b"<<FTS-SECRET-MARKER-7c1e55d0>>";
     for sealed in [false, true] {
         let rig = rig(512);
         // Many ring wraps of marker-laden text, then a short tail

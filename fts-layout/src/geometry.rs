@@ -1051,7 +1051,6 @@ impl GeometryRequest {
             // Not even the smallest geometry fits: its error says why.
             return Geometry::compute(&self.params(LB64, MIN_RING_ENTRIES, 1));
         };
-        let lb_pow2 = |bytes: u64| pow2_floor(bytes / LB64).max(1) * LB64;
         let mut seg = match self.segment_bytes {
             Some(s) => s,
             None => {
@@ -1059,11 +1058,12 @@ impl GeometryRequest {
                     .clamp(AUTO_MIN_SEGMENT, AUTO_MAX_SEGMENT);
                 if let Some(n) = self.ring_entries {
                     // As large as the given ring allows.
-                    s = s.min(lb_pow2(self.max_segment_bytes(n).unwrap_or(LB64)));
+                    s = s.min(self.max_segment_bytes(n).unwrap_or(LB64));
                 }
                 if let Some(b) = self.batch {
                     // Room for two batches of the given size.
-                    s = s.min(lb_pow2(ring_bytes / (2 * u64::from(b).max(1))));
+                    let per = ring_bytes / (2 * u64::from(b).max(1));
+                    s = s.min((per / LB64).max(1) * LB64);
                 }
                 s
             }
@@ -1083,7 +1083,9 @@ impl GeometryRequest {
                 None => Geometry::compute(&self.params(seg, MIN_RING_ENTRIES, 1)),
             };
             match attempt {
-                Err(_) if self.segment_bytes.is_none() && seg > LB64 => seg /= 2,
+                Err(_) if self.segment_bytes.is_none() && seg > LB64 => {
+                    seg = (seg / 2 / LB64).max(1) * LB64;
+                }
                 r => return r,
             }
         }

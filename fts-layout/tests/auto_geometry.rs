@@ -159,6 +159,13 @@ fn given_tunables_are_kept_and_the_others_adapt() {
     let a = r.resolve().unwrap();
     assert_eq!(a.params.ring_entries, 640);
     assert_eq!(a.params.segment_bytes, 4 * KIB);
+    // A given ring and batch: the segments take the room, whatever their
+    // size.
+    let mut r = base.clone();
+    (r.ring_entries, r.batch) = (Some(64), Some(16));
+    let a = r.resolve().unwrap();
+    assert_eq!((a.params.ring_entries, a.params.batch), (64, 16));
+    assert!(fill(&a.geometry) > 0.9, "{}", a.chosen);
     // A given batch larger than the default ring fits too.
     let mut r = base.clone();
     r.batch = Some(64);
@@ -272,6 +279,37 @@ proptest! {
                 prop_assert!(a.kept_defaults || batch_bytes(&a.params) <= IO_TARGET);
             }
             Err(e) => prop_assert!(Geometry::compute(&smallest).is_err(), "{e}"),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever is given is kept, and the rest is a geometry `compute`
+    /// accepts.
+    #[test]
+    fn given_tunables_survive(
+        mib in 16u64..20_000,
+        c in 1u32..=64,
+        seg_lbs in prop::option::of(1u64..=256),
+        n in prop::option::of(2u32..=2000),
+        b in prop::option::of(1u32..=64),
+    ) {
+        let mut r = Geometry::auto(mib * MIB, &[], 512, c);
+        (r.segment_bytes, r.ring_entries, r.batch) = (seg_lbs.map(|l| l * LB as u64), n, b);
+        if let Ok(a) = r.resolve() {
+            let p = &a.params;
+            prop_assert_eq!(Geometry::compute(p).unwrap(), a.geometry.clone());
+            prop_assert_eq!(r.segment_bytes.unwrap_or(p.segment_bytes), p.segment_bytes);
+            prop_assert_eq!(n.unwrap_or(p.ring_entries), p.ring_entries);
+            prop_assert_eq!(b.unwrap_or(p.batch), p.batch);
+            prop_assert_eq!(p.segment_bytes % LB as u64, 0);
+        } else if let Some(max) = r.largest_ring_entries() {
+            // A given ring that does not fit is larger than the largest.
+            if let (Some(n), None) = (n, b) {
+                prop_assert!(n > max, "{} entries refused, but {} fit", n, max);
+            }
         }
     }
 }

@@ -65,6 +65,17 @@ struct Cli {
     /// and restore the page afterwards, also on Ctrl-C.
     #[arg(long, global = true)]
     destage_off: bool,
+    /// This host's secret key (from `fts keygen`): a server admits only
+    /// clients that prove a trusted key, a client talks only to a server
+    /// that proves its key. The one-file setup: give the same key file to
+    /// a server and its clients.
+    #[arg(long, env = "FTS_KEY_FILE", global = true)]
+    key_file: Option<PathBuf>,
+    /// Client: the servers it trusts, one `NAME fts-ed25519 KEY` line each
+    /// (NAME may be `*`; the key is a server's .pub line). Default: a
+    /// server that proves the client's own key.
+    #[arg(long, env = "FTS_KNOWN_SERVERS", global = true)]
+    known_servers: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -133,6 +144,27 @@ enum Cmd {
         /// the root last written longer ago than this (e.g. 3600, 90m, 24h, 7d).
         #[arg(long, value_parser = transfer::parse_age, default_value = "24h")]
         max_partial_age: Duration,
+        /// The clients' keys it trusts, one `fts-ed25519 KEY [comment]`
+        /// line each (their .pub files); re-read for every connection, so
+        /// deleting a line revokes that client at once. Default: clients
+        /// that prove the server's own key (--key-file).
+        #[arg(long, env = "FTS_AUTHORIZED_KEYS")]
+        authorized_keys: Option<PathBuf>,
+        /// Seal every connection (AES-256-GCM under per-connection keys),
+        /// whether its client asks (--encrypt) or not. Needs --key-file.
+        #[arg(long)]
+        encrypt: bool,
+    },
+    /// Write a new key to FILE (mode 0600) and its public half to FILE.pub.
+    Keygen {
+        /// Where to write the secret key.
+        file: PathBuf,
+        /// A comment for the .pub line (default: user@host).
+        #[arg(long)]
+        comment: Option<String>,
+        /// Replace existing key files.
+        #[arg(long)]
+        force: bool,
     },
     /// Interactive client (Appendix A commands); reads a script from stdin when not a terminal.
     Shell {
@@ -222,6 +254,11 @@ struct ConnArgs {
     /// How long to wait for the server to accept, in seconds (0 to 86400).
     #[arg(long, default_value = "10", value_parser = parse_connect_timeout)]
     timeout: Duration,
+    /// Seal every segment and control message (AES-256-GCM under keys
+    /// agreed in the authenticated handshake): no plaintext reaches the
+    /// device. Needs --key-file.
+    #[arg(long)]
+    encrypt: bool,
 }
 
 /// Seconds as a [`Duration`], refused (clap's usage error, exit 2) unless
@@ -287,6 +324,9 @@ fn ctx(cli: &Cli, conn: Option<&ConnArgs>) -> Result<transfer::Ctx> {
         connect_timeout: conn.map_or(Duration::from_secs(10), |c| c.timeout),
         lock: cli.lock,
         destage_off: cli.destage_off,
+        key_file: cli.key_file.clone(),
+        known_servers: cli.known_servers.clone(),
+        encrypt: conn.is_some_and(|c| c.encrypt),
     })
 }
 
@@ -443,7 +483,20 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Serve {
             root,
             max_partial_age,
-        } => transfer::serve(&ctx(&cli, None)?, root, *max_partial_age),
+            authorized_keys,
+            encrypt,
+        } => transfer::serve(
+            &ctx(&cli, None)?,
+            root,
+            *max_partial_age,
+            authorized_keys.as_deref(),
+            *encrypt,
+        ),
+        Cmd::Keygen {
+            file,
+            comment,
+            force,
+        } => transfer::keygen(file, comment.as_deref(), *force),
         Cmd::Shell { server, conn } => transfer::shell(&ctx(&cli, Some(conn))?, server.as_deref()),
         Cmd::Put {
             server,
@@ -498,7 +551,10 @@ fn run(cli: Cli) -> Result<()> {
 fn message(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
-        let text = cause.to_string();
+        // Messages may carry text from another host (a server's error
+        // reply, names from the device): no control character reaches
+        // the terminal.
+        let text = transfer::printable(&cause.to_string());
         if !out.contains(&text) {
             if !out.is_empty() {
                 out.push_str(": ");

@@ -30,6 +30,12 @@ pub struct Ctx {
     pub lock: LockKind,
     /// Turn the array's cache destaging off while the command runs.
     pub destage_off: bool,
+    /// This host's key (`--key-file`).
+    pub key_file: Option<PathBuf>,
+    /// The servers a client trusts (`--known-servers`).
+    pub known_servers: Option<PathBuf>,
+    /// Client: ask for sealed segments (`--encrypt`).
+    pub encrypt: bool,
 }
 
 /// An opened fts device with what the commands need around it.
@@ -49,6 +55,33 @@ impl Drop for Opened {
 }
 
 impl Ctx {
+    /// The client's credentials, if it has a key.
+    fn client_auth(&self) -> Result<Option<fts_session::ClientAuth>> {
+        let Some(path) = &self.key_file else {
+            if self.encrypt {
+                return Err(fail(
+                    Code::Usage,
+                    "--encrypt needs --key-file: the segment keys come from the authenticated handshake (make a key with `fts keygen FILE`)",
+                ));
+            }
+            if let Some(k) = &self.known_servers {
+                return Err(fail(
+                    Code::Usage,
+                    format!(
+                        "--known-servers {} needs --key-file: a client proves its own key too",
+                        k.display()
+                    ),
+                ));
+            }
+            return Ok(None);
+        };
+        Ok(Some(fts_session::ClientAuth {
+            key: fts_session::SecretKey::load(path)?,
+            known_servers: self.known_servers.clone(),
+            encrypt: self.encrypt,
+        }))
+    }
+
     fn shared(&self) -> Result<Shared> {
         let dev = open_device(&self.device, &self.opts)?;
         Shared::open(dev).with_context(|| format!("{} is not a usable fts device", self.device))
@@ -179,6 +212,7 @@ fn with_client<R>(
 ) -> Result<R> {
     let stop = stop();
     let me = Identity::unix(&ctx.name)?;
+    let auth = ctx.client_auth()?;
     let mut opened = ctx.open(&me)?;
     let mut lock = (opened.locks)()?;
     let shared = &mut opened.shared;
@@ -186,7 +220,16 @@ fn with_client<R>(
         connect: ctx.connect_timeout,
         lock: Ctx::lock_timeout(shared),
     };
-    match fts_session::with_client(shared, lock.as_mut(), &me, server, t, &stop.flag, f) {
+    match fts_session::with_client(
+        shared,
+        lock.as_mut(),
+        &me,
+        server,
+        t,
+        auth.as_ref(),
+        &stop.flag,
+        f,
+    ) {
         Ok(r) => Ok(r),
         // The temporary is gone (a --resume partial kept), the lease is
         // closed and the entry freed: exit 130.
@@ -194,6 +237,28 @@ fn with_client<R>(
         Err(e) if stop.raised() => Err(stop.error(&format!("{what}: {e}"))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// `fts keygen FILE`.
+pub fn keygen(file: &Path, comment: Option<&str>, force: bool) -> Result<()> {
+    let comment = match comment {
+        Some(c) => c.to_string(),
+        None => {
+            let user = std::env::var("USER").unwrap_or_else(|_| "fts".into());
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default();
+            format!("{user}@{host}")
+        }
+    };
+    let public = fts_session::keygen(file, &comment, force)?;
+    println!(
+        "wrote the secret key to {} (mode 0600) and its public half to {}:",
+        file.display(),
+        fts_session::pub_path(file).display()
+    );
+    println!("{public} {comment}");
+    Ok(())
 }
 
 /// `fts hold-lock SECONDS`.
@@ -259,8 +324,34 @@ pub fn parse_age(s: &str) -> Result<Duration, String> {
 /// `fts serve`. SIGINT, SIGTERM or SIGHUP stop it gracefully: no new
 /// connections; each open one ends at once (its client is told through its
 /// lease), with its temporary removed and its entry freed; exit 130.
-pub fn serve(ctx: &Ctx, root: &Path, max_partial_age: Duration) -> Result<()> {
+pub fn serve(
+    ctx: &Ctx,
+    root: &Path,
+    max_partial_age: Duration,
+    authorized_keys: Option<&Path>,
+    encrypt: bool,
+) -> Result<()> {
     let stop = stop();
+    let auth = match &ctx.key_file {
+        Some(path) => {
+            let auth = fts_session::ServerAuth {
+                key: fts_session::SecretKey::load(path)?,
+                authorized_keys: authorized_keys.map(Path::to_path_buf),
+                require_encrypt: encrypt,
+            };
+            // A list that cannot be read is an error now, not at the
+            // first client.
+            auth.check_list()?;
+            Some(Arc::new(auth))
+        }
+        None if authorized_keys.is_some() || encrypt => {
+            return Err(fail(
+                Code::Usage,
+                "--authorized-keys and --encrypt need --key-file: the server proves its own key to its clients (make one with `fts keygen FILE`)",
+            ))
+        }
+        None => None,
+    };
     let root = match std::fs::canonicalize(root) {
         Ok(r) if r.is_dir() => r,
         Ok(_) => {
@@ -279,6 +370,7 @@ pub fn serve(ctx: &Ctx, root: &Path, max_partial_age: Duration) -> Result<()> {
         root,
         lock_timeout: Ctx::lock_timeout(shared),
         max_partial_age,
+        auth: auth.clone(),
     };
     eprintln!(
         "fts: serving as {:?} on {} from {}",
@@ -286,6 +378,25 @@ pub fn serve(ctx: &Ctx, root: &Path, max_partial_age: Duration) -> Result<()> {
         ctx.device,
         opts.root.display()
     );
+    match &auth {
+        Some(a) => eprintln!(
+            "fts: server key {}; admitting {}{}",
+            a.key.public(),
+            match &a.authorized_keys {
+                Some(p) => format!("the keys in {}", p.display()),
+                None => "clients that hold this same key".into(),
+            },
+            if a.require_encrypt {
+                "; every connection sealed"
+            } else {
+                ""
+            }
+        ),
+        None => eprintln!(
+            "fts: warning: serving without authentication: any host that can write {} can connect under any name (make a key with `fts keygen FILE` and pass --key-file)",
+            ctx.device
+        ),
+    }
     let log = |m: String| eprintln!("fts: {m}");
     fts_session::serve(shared, locks, &me, &opts, &stop.flag, &log)?;
     if stop.raised() {
@@ -377,7 +488,7 @@ fn print_listing(entries: &[fts_session::DirEntry]) {
             "{kind} {:>14} {:>20} {}",
             e.size,
             e.mtime_ns / 1_000_000_000,
-            e.name
+            printable(&e.name)
         );
     }
 }
@@ -609,10 +720,10 @@ pub fn shell(ctx: &Ctx, server: Option<&str>) -> Result<()> {
                     ["dir"] | ["ls"] => c.dir(None).map(|e| print_listing(&e)),
                     ["dir", p] | ["ls", p] => c.dir(Some(p)).map(|e| print_listing(&e)),
                     ["cd", d] => c.cd(d).map(|p| {
-                        println!("{p}");
+                        println!("{}", printable(&p));
                         carry.cwd = Some(p);
                     }),
-                    ["pwd"] => c.pwd().map(|p| println!("{p}")),
+                    ["pwd"] => c.pwd().map(|p| println!("{}", printable(&p))),
                     ["lcd", d] => {
                         lcd = lcd.join(d);
                         Ok(())
@@ -636,7 +747,7 @@ pub fn shell(ctx: &Ctx, server: Option<&str>) -> Result<()> {
                         return Err(e);
                     }
                     if interactive {
-                        eprintln!("fts: {e}");
+                        eprintln!("fts: {}", printable(&e.to_string()));
                     } else {
                         failure = Some(anyhow::Error::new(e));
                         quit = true;
@@ -863,7 +974,7 @@ fn print_servers(servers: &[serde_json::Value]) {
 
 /// `s` with control characters (terminal escapes among them) shown as
 /// `\u{..}`, so a name from another host cannot reach the terminal.
-fn printable(s: &str) -> String {
+pub fn printable(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_control() {
@@ -901,10 +1012,17 @@ pub fn demo(size: u64) -> Result<()> {
     let client_dir = dir.path().join("client");
     std::fs::create_dir_all(&server_root)?;
     std::fs::create_dir_all(&client_dir)?;
+    // One key for both sides (the simplest authenticated setup); the
+    // connection is sealed.
+    let key = dir.path().join("demo.key");
+    fts_session::keygen(&key, "fts demo", false)?;
+    println!("made a key for both sides: {}", key.display());
     let exe = std::env::current_exe()?;
     let _server = Child(
         std::process::Command::new(exe)
-            .args(["-d", &dev_s, "-n", "demo-server", "serve", "--root"])
+            .args(["-d", &dev_s, "-n", "demo-server", "--key-file"])
+            .arg(&key)
+            .args(["serve", "--encrypt", "--root"])
             .arg(&server_root)
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -925,6 +1043,9 @@ pub fn demo(size: u64) -> Result<()> {
         connect_timeout: Duration::from_secs(10),
         lock: LockKind::Auto,
         destage_off: false,
+        key_file: Some(key.clone()),
+        known_servers: None,
+        encrypt: true,
     };
     let back = client_dir.join("payload.back");
     let (tput, tget) = with_client(&ctx, "demo-server", "demo", |c| {

@@ -12,6 +12,7 @@ use fts_layout::{OsType, PidEntry, PRO_FLAG_ALLOCATED, PRO_FLAG_PROCESSING, PRO_
 use fts_lock::{Backoff, TableLock};
 use uuid::Uuid;
 
+use crate::auth::{ClientAuth, Decision, Hello, PendingProof, ServerAuth};
 use crate::{Error, Shared};
 
 /// Who we are, as written into the Process Id Table.
@@ -95,6 +96,19 @@ pub fn claim(
     peer: &str,
     lock_timeout: Duration,
 ) -> Result<Claim, Error> {
+    claim_with(shared, lock, me, peer, lock_timeout, None)
+}
+
+/// [`claim`] with the initiator's half of an authenticated handshake
+/// (`pro_auth_alg` 2) written into the entry.
+pub fn claim_with(
+    shared: &mut Shared,
+    lock: &mut dyn TableLock,
+    me: &Identity,
+    peer: &str,
+    lock_timeout: Duration,
+    hello: Option<(&ClientAuth, &Hello)>,
+) -> Result<Claim, Error> {
     fts_layout::validate_name(peer).map_err(Error::Name)?;
     let full = |s: &Shared| Error::TableFull {
         location: s.location().to_string(),
@@ -131,7 +145,7 @@ pub fn claim(
     let generation = entry.pro_generation.wrapping_add(1).max(1);
     let mut nonce = [0u8; 16];
     rand::fill(&mut nonce);
-    let claimed = PidEntry {
+    let mut claimed = PidEntry {
         pro_process_id: slot,
         pro_flag_process: PRO_FLAG_ALLOCATED,
         pro_requestor_type: me.os,
@@ -143,6 +157,9 @@ pub fn claim(
         pro_auth_nonce: nonce,
         ..PidEntry::free(slot)
     };
+    if let Some((auth, hello)) = hello {
+        hello.fill(auth, &mut claimed);
+    }
     guard.still_held()?;
     shared.write_entry(&claimed)?;
     guard.release()?;
@@ -182,6 +199,21 @@ pub fn wait_accepted_or_stop(
     lock_timeout: Duration,
     stop: &AtomicBool,
 ) -> Result<(), Error> {
+    wait_accepted_entry(shared, lock, claim, peer, timeout, lock_timeout, stop).map(|_| ())
+}
+
+/// [`wait_accepted_or_stop`] returning the accepted entry (the
+/// connector's half of an authenticated handshake is in it). A refusal
+/// for authentication is [`Error::Auth`].
+pub fn wait_accepted_entry(
+    shared: &mut Shared,
+    lock: &mut dyn TableLock,
+    claim: Claim,
+    peer: &str,
+    timeout: Duration,
+    lock_timeout: Duration,
+    stop: &AtomicBool,
+) -> Result<PidEntry, Error> {
     let start = Instant::now();
     let mut backoff =
         Backoff::with_delays(timeout, Duration::from_micros(50), Duration::from_millis(5));
@@ -215,13 +247,20 @@ pub fn wait_accepted_or_stop(
         }
         if e.pro_flag_process & PRO_FLAG_REFUSED != 0 {
             close(shared, lock, claim, lock_timeout)?;
+            if let Some(reason) = crate::auth::describe_refusal(e.pro_con_rc) {
+                return Err(Error::Auth {
+                    server: peer.to_string(),
+                    side: "the server",
+                    reason: reason.to_string(),
+                });
+            }
             return Err(Error::Refused {
                 name: peer.to_string(),
                 rc: e.pro_con_rc,
             });
         }
         if e.is_processing() {
-            return Ok(());
+            return Ok(e);
         }
         if stop.load(Ordering::Relaxed) {
             close(shared, lock, claim, lock_timeout)?;
@@ -265,28 +304,88 @@ pub fn accept(
     claim: Claim,
     lock_timeout: Duration,
 ) -> Result<bool, Error> {
+    Ok(matches!(
+        accept_with(shared, lock, me, claim, lock_timeout, None)?,
+        Accepted::Yes { .. }
+    ))
+}
+
+/// What [`accept_with`] did.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // made once per connection
+pub enum Accepted {
+    /// The entry is no longer that pending request: nothing written.
+    Gone,
+    /// Accepted (`PRO_FLAG_PROCESSING`).
+    Yes {
+        /// The entry as written.
+        entry: PidEntry,
+        /// With authentication: the initiator's proof still to check.
+        proof: Option<PendingProof>,
+    },
+    /// Refused (`PRO_FLAG_REFUSED`, `pro_con_rc`); the initiator frees the
+    /// entry.
+    Refused {
+        /// The requestor's name, as it claims.
+        requestor: String,
+        /// Why, for the server's log.
+        reason: String,
+    },
+}
+
+/// [`accept`] for a server that may require authentication: with `auth`,
+/// a request without a trusted key is refused (`PRO_FLAG_REFUSED` and the
+/// reason code in `pro_con_rc`), and an accepted one gets the connector's
+/// half of the handshake.
+pub fn accept_with(
+    shared: &mut Shared,
+    lock: &mut dyn TableLock,
+    me: &Identity,
+    claim: Claim,
+    lock_timeout: Duration,
+    auth: Option<&ServerAuth>,
+) -> Result<Accepted, Error> {
+    let layout = shared.mcb().blk5_layout_uuid;
     let guard = lock.lock(lock_timeout)?;
     let mut e = match shared.read_slot(claim.slot)? {
         crate::Slot::Entry(e) => e,
         crate::Slot::Damaged { .. } => {
             guard.release()?;
-            return Ok(false);
+            return Ok(Accepted::Gone);
         }
     };
     let still_pending = e.pro_generation == claim.generation
         && e.pro_flag_process & (PRO_FLAG_ALLOCATED | PRO_FLAG_PROCESSING | PRO_FLAG_REFUSED)
             == PRO_FLAG_ALLOCATED
         && e.pro_requestee == me.name;
-    if still_pending {
-        e.pro_flag_process |= PRO_FLAG_PROCESSING;
-        e.pro_requestee_type = me.os;
-        e.pro_requestee_host = me.host;
-        e.pro_accept_time = now_ns();
-        guard.still_held()?;
-        shared.write_entry(&e)?;
+    if !still_pending {
+        guard.release()?;
+        return Ok(Accepted::Gone);
     }
+    e.pro_requestee_type = me.os;
+    e.pro_requestee_host = me.host;
+    e.pro_accept_time = now_ns();
+    let result = match crate::auth::respond(auth, layout, &mut e)? {
+        Decision::Accept(proof) => {
+            e.pro_flag_process |= PRO_FLAG_PROCESSING;
+            Accepted::Yes {
+                entry: e.clone(),
+                proof,
+            }
+        }
+        Decision::Refuse { rc, reason } => {
+            e.pro_flag_process |= PRO_FLAG_REFUSED;
+            e.pro_con_rc = rc;
+            Accepted::Refused {
+                requestor: e.pro_requestor.clone(),
+                reason,
+            }
+        }
+    };
+    guard.still_held()?;
+    shared.write_entry(&e)?;
     guard.release()?;
-    Ok(still_pending)
+    Ok(result)
 }
 
 /// Frees the entry if it still belongs to this connection (same

@@ -5,7 +5,7 @@
 //! compared.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +32,7 @@ fn write_lease_if_owner(
     claim: Claim,
     role: Role,
     lease: &Lease,
+    cmd: &[u8],
 ) -> Result<(), Error> {
     loop {
         // Stamped before the check: a stop during or after it makes the
@@ -39,20 +40,26 @@ fn write_lease_if_owner(
         let at = Instant::now();
         check_owner(shared, claim)?;
         if at.elapsed() <= OWNER_FRESH {
-            return write_lease(shared, claim, role, lease);
+            return write_lease(shared, claim, role, lease, cmd);
         }
     }
 }
 
-/// Writes one lease LB: the lease record and our (empty) command area, both
-/// ours alone.
-fn write_lease(shared: &mut Shared, claim: Claim, role: Role, lease: &Lease) -> Result<(), Error> {
+/// Writes one lease LB: the lease record and our command area (`cmd`:
+/// the handshake's proof or verdict, else empty), both ours alone.
+fn write_lease(
+    shared: &mut Shared,
+    claim: Claim,
+    role: Role,
+    lease: &Lease,
+    cmd: &[u8],
+) -> Result<(), Error> {
     let stamp = Stamp::new(shared.mcb().layout_id(), claim.slot);
     let mut buf = vec![0u8; LB];
     buf[..RECORD_SIZE].copy_from_slice(&lease.encode(stamp));
     let cmd = CmdArea {
         generation: claim.generation,
-        data: Vec::new(),
+        data: cmd.to_vec(),
     };
     buf[RECORD_SIZE..2 * RECORD_SIZE].copy_from_slice(&cmd.encode(stamp));
     let lb = shared.geometry().lease_lb(claim.slot, role);
@@ -120,7 +127,22 @@ pub(crate) fn beat(
         host,
         pid: std::process::id(),
     };
-    write_lease_if_owner(shared, claim, role, &lease)
+    write_lease_if_owner(shared, claim, role, &lease, &[])
+}
+
+/// Reads the command area `role` wrote for `slot` (the handshake's proof
+/// or verdict), with the generation it carries.
+pub fn read_command(shared: &mut Shared, slot: u32, role: Role) -> Result<CmdArea, Error> {
+    let mut buf = vec![0u8; LB];
+    let lb = shared.geometry().lease_lb(slot, role);
+    shared.device().read_at(lb * LB as u64, &mut buf)?;
+    let id = shared.mcb().layout_id();
+    CmdArea::decode(&buf[RECORD_SIZE..2 * RECORD_SIZE], Expect::exact(id, slot)).map_err(|source| {
+        Error::Layout {
+            location: shared.location().to_string(),
+            source,
+        }
+    })
 }
 
 /// Reads the lease `role` wrote for `slot`.
@@ -148,6 +170,9 @@ pub struct Heartbeat {
     claim: Claim,
     role: Role,
     host: Uuid,
+    /// Counter and command area; every write of the lease LB holds it, so
+    /// a beat never overwrites a newer command area with an older one.
+    beat: Arc<Mutex<(u64, Vec<u8>)>>,
 }
 
 impl Heartbeat {
@@ -157,6 +182,18 @@ impl Heartbeat {
         claim: Claim,
         role: Role,
         host: Uuid,
+    ) -> Result<Heartbeat, Error> {
+        Self::start_with_command(shared, claim, role, host, Vec::new())
+    }
+
+    /// [`Heartbeat::start`] with `cmd` in the command area of every beat
+    /// (the initiator's handshake proof).
+    pub fn start_with_command(
+        shared: &Shared,
+        claim: Claim,
+        role: Role,
+        host: Uuid,
+        cmd: Vec<u8>,
     ) -> Result<Heartbeat, Error> {
         let mut mine = shared.reopen()?;
         let interval = Duration::from_millis(u64::from(shared.mcb().heartbeat_ms.max(1)));
@@ -169,16 +206,17 @@ impl Heartbeat {
             host,
             pid: std::process::id(),
         };
-        write_lease_if_owner(&mut mine, claim, role, &lease(1))?;
+        write_lease_if_owner(&mut mine, claim, role, &lease(1), &cmd)?;
+        let beat = Arc::new(Mutex::new((1u64, cmd)));
         let stop = Arc::new(AtomicBool::new(false));
         let fenced = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let fenced_flag = fenced.clone();
         let mut bg = shared.reopen()?;
+        let state = beat.clone();
         let thread = std::thread::Builder::new()
             .name(format!("fts-heartbeat-{}", claim.slot))
             .spawn(move || {
-                let mut counter = 1u64;
                 let mut next = Instant::now() + interval;
                 while !flag.load(Ordering::Relaxed) {
                     let now = Instant::now();
@@ -186,8 +224,9 @@ impl Heartbeat {
                         std::thread::sleep((next - now).min(Duration::from_millis(20)));
                         continue;
                     }
-                    counter += 1;
-                    match write_lease_if_owner(&mut bg, claim, role, &lease(counter)) {
+                    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                    st.0 += 1;
+                    match write_lease_if_owner(&mut bg, claim, role, &lease(st.0), &st.1) {
                         Err(e @ Error::Fenced { .. }) => {
                             fenced_flag.store(true, Ordering::SeqCst);
                             return Err(e);
@@ -207,7 +246,26 @@ impl Heartbeat {
             claim,
             role,
             host,
+            beat,
         })
+    }
+
+    /// Puts `cmd` in the command area and writes a beat with it now (the
+    /// connector's verdict on the initiator's proof).
+    pub fn set_command(&mut self, cmd: &[u8]) -> Result<(), Error> {
+        let mut st = self.beat.lock().unwrap_or_else(|p| p.into_inner());
+        st.0 += 1;
+        st.1 = cmd.to_vec();
+        let lease = Lease {
+            role: self.role,
+            state: LEASE_ALIVE,
+            generation: self.claim.generation,
+            counter: st.0,
+            timestamp: now_ns(),
+            host: self.host,
+            pid: std::process::id(),
+        };
+        write_lease_if_owner(&mut self.shared, self.claim, self.role, &lease, &st.1)
     }
 
     /// Whether the heartbeat stopped because the slot is no longer ours.
@@ -229,7 +287,14 @@ impl Heartbeat {
             host: self.host,
             pid: std::process::id(),
         };
-        write_lease_if_owner(&mut self.shared, self.claim, self.role, &lease)
+        // The command area stays as it was (a refusal's verdict with it).
+        let cmd = self
+            .beat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone();
+        write_lease_if_owner(&mut self.shared, self.claim, self.role, &lease, &cmd)
     }
 
     fn halt(&mut self) -> Result<(), Error> {

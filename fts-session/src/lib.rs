@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod auth;
 mod beneath;
 mod connect;
 mod error;
@@ -25,11 +26,16 @@ mod root;
 mod table;
 mod transfer;
 
+pub use auth::{
+    keygen, pub_path, transcript, verify_server, ClientAuth, ClientProof, Decision, Hello,
+    PendingProof, PublicKey, SecretKey, ServerAuth, SessionKeys, PUBLIC_PREFIX,
+};
 pub use connect::{
-    accept, claim, close, pending_for, wait_accepted, wait_accepted_or_stop, Claim, Identity,
+    accept, accept_with, claim, claim_with, close, pending_for, wait_accepted, wait_accepted_entry,
+    wait_accepted_or_stop, Accepted, Claim, Identity,
 };
 pub use error::Error;
-pub use lease::{check_owner, read_lease, ring_fence, Heartbeat, PeerWatch};
+pub use lease::{check_owner, read_command, read_lease, ring_fence, Heartbeat, PeerWatch};
 pub use proto::{
     decode_request, decode_response, encode_request, encode_response, to_wire_text, DirEntry,
     EntryKind, ErrorCode, FromWireText, ProtoError, Request, Response, MAGIC, MAX_CONTROL_MESSAGE,

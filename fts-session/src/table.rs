@@ -7,6 +7,9 @@ use fts_layout::{Expect, Geometry, Mcb, PidEntry, SdtEntry, Stamp, LB, MCB_LB, R
 use crate::Error;
 
 /// One Process Id Table slot as read from the device.
+// An entry is read one at a time and moved rarely: boxing it would cost an
+// allocation per read for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Slot {
     /// A valid entry record (an all-zero record reads as a free entry).

@@ -56,14 +56,15 @@ use fts_lock::TableLock;
 use fts_ring::{MessageSource, Poller, RingPort};
 use rustix::fs::{AtFlags, FileType};
 
+use crate::auth::{ClientAuth, ClientProof, Hello, PendingProof, ServerAuth};
 use crate::lease::{Heartbeat, PeerWatch};
 use crate::proto::{
     decode_request, decode_response, encode_request, encode_response, to_wire_text, DirEntry,
     EntryKind, ErrorCode, FromWireText, Request, Response, MAX_CONTROL_MESSAGE,
 };
 use crate::{
-    accept, claim, close, pending_for, wait_accepted_or_stop, Access, Claim, Error, Identity, Root,
-    RootError, Shared,
+    accept_with, claim_with, close, pending_for, verify_server, wait_accepted_entry, Accepted,
+    Access, Claim, Error, Identity, Root, RootError, Shared,
 };
 use temp::{TempError, TempFile};
 
@@ -111,6 +112,9 @@ pub struct ServeOptions {
     /// At start, fts temporaries and partial copies under the root that
     /// were last written longer ago than this are removed.
     pub max_partial_age: Duration,
+    /// Require clients to prove a trusted key, and prove ours; `None`:
+    /// serve anyone who can write the device (the start says so).
+    pub auth: Option<Arc<ServerAuth>>,
 }
 
 /// Hashing and flushing budget: 1 s per this many bytes.
@@ -1018,34 +1022,122 @@ fn absolute(path: &Path) -> PathBuf {
 /// `stop` is raised, the transfer under way ends with
 /// [`Error::Interrupted`]; the lease is marked closed and the entry freed
 /// all the same.
+#[allow(clippy::too_many_arguments)]
 pub fn with_client<R>(
     shared: &mut Shared,
     lock: &mut dyn TableLock,
     me: &Identity,
     server: &str,
     t: ClientTimeouts,
+    auth: Option<&ClientAuth>,
     stop: &AtomicBool,
     f: impl FnOnce(&mut Client<'_>) -> Result<R, Error>,
 ) -> Result<R, Error> {
-    let c = claim(shared, lock, me, server, t.lock)?;
-    wait_accepted_or_stop(shared, lock, c, server, t.connect, t.lock, stop)?;
-    let result = run_client(shared, c, me, server, stop, f);
+    let hello = auth.map(Hello::new);
+    let handshake = auth.zip(hello.as_ref());
+    let c = claim_with(shared, lock, me, server, t.lock, handshake)?;
+    let entry = wait_accepted_entry(shared, lock, c, server, t.connect, t.lock, stop)?;
+    // The server proves its key before anything of ours goes to the ring.
+    let proof = match handshake {
+        Some((a, h)) => match verify_server(a, h, shared.mcb().blk5_layout_uuid, server, &entry) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let _ = close(shared, lock, c, t.lock);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    let result = run_client(shared, c, me, server, t.connect, proof, stop, f);
     let closed = close(shared, lock, c, t.lock);
     let r = result?;
     closed?;
     Ok(r)
 }
 
+/// Waits until `watch_for`'s command area holds a record of this
+/// connection's generation that `done` recognises (`Some`), the peer
+/// dies or closes, the slot stops being ours, `stop` is raised or
+/// `timeout` passes (`what` names the wait in the error).
+fn wait_command<T>(
+    shared: &mut Shared,
+    c: Claim,
+    watch_for: Role,
+    timeout: Duration,
+    stop: &AtomicBool,
+    mut done: impl FnMut(&[u8]) -> Option<T>,
+) -> Result<Option<T>, Error> {
+    let mut backoff = fts_lock::Backoff::with_delays(
+        timeout,
+        Duration::from_micros(50),
+        Duration::from_millis(5),
+    );
+    let mut peer = PeerWatch::new(shared, c, watch_for);
+    let mut last_check = Instant::now();
+    loop {
+        if let Ok(cmd) = crate::read_command(shared, c.slot, watch_for) {
+            if cmd.generation == c.generation {
+                if let Some(v) = done(&cmd.data) {
+                    return Ok(Some(v));
+                }
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        if last_check.elapsed() >= LEASE_POLL {
+            crate::check_owner(shared, c)?;
+            peer.check(shared)?;
+            last_check = Instant::now();
+        }
+        if !backoff.wait() {
+            return Ok(None);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_client<R>(
     shared: &mut Shared,
     c: Claim,
     me: &Identity,
     server: &str,
+    connect_timeout: Duration,
+    proof: Option<ClientProof>,
     stop: &AtomicBool,
     f: impl FnOnce(&mut Client<'_>) -> Result<R, Error>,
 ) -> Result<R, Error> {
     let watch = Watch::new(stop, c.slot, format!("fts server {server:?}"));
-    let hb = Heartbeat::start(shared, c, Role::Initiator, me.host)?;
+    let cmd = proof.as_ref().map(|p| p.proof.to_vec()).unwrap_or_default();
+    let hb = Heartbeat::start_with_command(shared, c, Role::Initiator, me.host, cmd)?;
+    if proof.is_some() {
+        // The server checks our signature and says so in its command area.
+        let verdict = wait_command(shared, c, Role::Connector, connect_timeout, stop, |d| {
+            d.first().copied()
+        });
+        let refused = |reason: String| Error::Auth {
+            server: server.to_string(),
+            side: "the server",
+            reason,
+        };
+        let err = match verdict {
+            Ok(Some(crate::auth::VERDICT_OK)) => None,
+            Ok(Some(_)) => Some(refused(
+                "it could not verify this client's proof of its key".into(),
+            )),
+            Ok(None) => Some(refused(format!(
+                "it gave no verdict on this client's proof within {connect_timeout:?}"
+            ))),
+            Err(Error::PeerClosed { .. }) => Some(refused(
+                "it closed the connection before confirming this client's key".into(),
+            )),
+            Err(e) => Some(e),
+        };
+        if let Some(e) = err {
+            let _ = hb.stop();
+            return Err(e);
+        }
+    }
     let live = liveness(shared, c, Role::Connector, &watch)?;
     let fence = crate::ring_fence(shared, c)?;
     let geo = shared.geometry().clone();
@@ -1063,6 +1155,10 @@ fn run_client<R>(
             id,
         )?;
         port.set_fence(fence);
+        if let Some(p) = proof.as_ref().filter(|p| p.sealed) {
+            let (send, recv) = p.keys.for_role(Role::Initiator);
+            port.set_seal(fts_ring::SealKeys { send, recv })?;
+        }
         port.init_table()?;
         port.set_liveness(live);
         let mut client = Client {
@@ -1187,11 +1283,47 @@ fn serve_connection(
     c: Claim,
     me: &Identity,
     peer: &str,
+    proof: Option<PendingProof>,
     root: &Root,
     stop: &AtomicBool,
 ) -> Result<(), Error> {
     let watch = Watch::new(stop, c.slot, format!("fts client {peer:?}"));
-    let hb = Heartbeat::start(&shared, c, Role::Connector, me.host)?;
+    let mut hb = Heartbeat::start(&shared, c, Role::Connector, me.host)?;
+    if let Some(p) = &proof {
+        // The client's signature arrives in its command area once it has
+        // checked ours.
+        let wait = patience(&shared);
+        let got = wait_command(&mut shared, c, Role::Initiator, wait, stop, |d| {
+            (d.len() == 64).then(|| p.verify(d))
+        });
+        let refuse = |reason: String| Error::Auth {
+            server: me.name.clone(),
+            side: "this server",
+            reason,
+        };
+        let err = match got {
+            Ok(Some(true)) => {
+                hb.set_command(&[crate::auth::VERDICT_OK])?;
+                None
+            }
+            Ok(Some(false)) => {
+                let _ = hb.set_command(&[crate::auth::VERDICT_BAD_PROOF]);
+                Some(refuse(format!(
+                    "client {peer:?} did not prove its key {} (a replayed or forged handshake)",
+                    p.client_key()
+                )))
+            }
+            Ok(None) => Some(refuse(format!(
+                "client {peer:?} sent no proof of its key {} in time",
+                p.client_key()
+            ))),
+            Err(e) => Some(e),
+        };
+        if let Some(e) = err {
+            let _ = hb.stop();
+            return Err(e);
+        }
+    }
     let live = liveness(&shared, c, Role::Initiator, &watch)?;
     let fence = crate::ring_fence(&shared, c)?;
     let geo = shared.geometry().clone();
@@ -1210,6 +1342,10 @@ fn serve_connection(
             id,
         )?;
         port.set_fence(fence);
+        if let Some(p) = proof.as_ref().filter(|p| p.sealed) {
+            let (send, recv) = p.keys.for_role(Role::Connector);
+            port.set_seal(fts_ring::SealKeys { send, recv })?;
+        }
         port.init_table()?;
         port.set_liveness(live);
         port.set_poller(Poller::new(Duration::from_millis(5)));
@@ -1620,6 +1756,7 @@ pub fn serve(
         ));
     }
     let lock_timeout = opts.lock_timeout;
+    let auth = opts.auth.as_deref();
     let root = &root;
     let mut lock = locks()?;
     // One live server per name: registered before anything is accepted,
@@ -1652,23 +1789,35 @@ pub fn serve(
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                if !accept(shared, lock.as_mut(), me, c, lock_timeout)? {
-                    continue;
-                }
-                let peer = match shared.read_slot(c.slot)? {
-                    crate::Slot::Entry(e) => e.pro_requestor,
-                    crate::Slot::Damaged { .. } => String::new(),
-                };
+                let (peer, proof) =
+                    match accept_with(shared, lock.as_mut(), me, c, lock_timeout, auth)? {
+                        Accepted::Gone => continue,
+                        Accepted::Refused { requestor, reason } => {
+                            log(format!(
+                                "refused connection {} from {:?}: {reason}",
+                                c.slot, requestor
+                            ));
+                            continue;
+                        }
+                        Accepted::Yes { entry, proof } => (entry.pro_requestor, proof),
+                    };
                 log(format!(
-                    "accepted connection {} from {peer:?} (generation {})",
-                    c.slot, c.generation
+                    "accepted connection {} from {:?} (generation {}{})",
+                    c.slot,
+                    peer,
+                    c.generation,
+                    match &proof {
+                        Some(p) if p.sealed => format!(", key {}, sealed", p.client_key()),
+                        Some(p) => format!(", key {}", p.client_key()),
+                        None => String::new(),
+                    }
                 ));
                 let conn = shared.reopen()?;
                 let mut cleanup = shared.reopen()?;
                 let locks = locks.clone();
                 let me = me.clone();
                 scope.spawn(move || {
-                    let r = serve_connection(conn, c, &me, &peer, root, stop);
+                    let r = serve_connection(conn, c, &me, &peer, proof, root, stop);
                     match &r {
                         Ok(()) => log(format!("connection {} closed", c.slot)),
                         Err(Error::Interrupted) => {

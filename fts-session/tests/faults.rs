@@ -119,6 +119,7 @@ fn connections_survive_flipped_segments_and_a_damaged_neighbour() {
             root: root.clone(),
             lock_timeout: Duration::from_secs(10),
             max_partial_age: Duration::from_secs(3600),
+            auth: None,
         };
         std::thread::spawn(move || {
             let log = |m: String| said.lock().unwrap().push(m);
@@ -144,6 +145,7 @@ fn connections_survive_flipped_segments_and_a_damaged_neighbour() {
         &id("cli"),
         "srv",
         t,
+        None,
         &never,
         |c| {
             c.put(&src, "up.bin", CopyOptions::default())?;

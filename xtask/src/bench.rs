@@ -238,9 +238,12 @@ pub fn cmd(args: &[String]) -> Result<()> {
     let specs = rows(&plan);
     let t = report::table(&specs, &b.results);
     let md = report::markdown(&t);
+    let mut machine = machine;
+    machine["load_average_at_end"] = json!(tools::load_average());
     let m = &machine;
     let machine_line = format!(
-        "{} ({} cores), {} GiB RAM, Linux {}, local disk {}; {}, commit {}{}{}",
+        "{} ({} cores), {} GiB RAM, Linux {}, local disk {}; {}, commit {}{}; \
+         load average {} at the start, {} at the end{}",
         m["cpu"].as_str().unwrap_or(""),
         m["cores"],
         m["ram_bytes"].as_u64().unwrap_or(0) >> 30,
@@ -257,6 +260,8 @@ pub fn cmd(args: &[String]) -> Result<()> {
         } else {
             ""
         },
+        m["load_average_at_start"].as_str().unwrap_or(""),
+        m["load_average_at_end"].as_str().unwrap_or(""),
         if plan.quick { "; --quick" } else { "" },
     );
     let skipped = skipped(&plan);

@@ -596,8 +596,18 @@ pub fn machine(work: &Path) -> Value {
         "date": date,
         "git_commit": commit,
         "git_dirty": dirty,
-        "load_average_at_start": fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        "load_average_at_start": load_average(),
     })
+}
+
+/// The 1, 5 and 15 minute load averages, e.g. "2.10 1.50 1.20".
+pub fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Lines of a child's stdout, through a thread, so reads can time out.

@@ -147,6 +147,7 @@ int main(int argc, char **argv)
         return 1;
     }
     r.lun = url->lun;
+    iscsi_destroy_url(url);
     task = iscsi_readcapacity16_sync(r.iscsi, r.lun);
     if (task == NULL || task->status != SCSI_STATUS_GOOD) {
         fprintf(stderr, "iscsi-rw: READ CAPACITY(16) failed: %s\n", iscsi_get_error(r.iscsi));

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use fts_blockdev::{BlockDevice, FileDevice, OpenOptions, WriteMode};
 use fts_layout::{format_plan, layout_id_of, FormatSpec, Geometry, GeometryParams, Role, LB};
 use fts_ring::RingPort;
@@ -90,7 +90,9 @@ fn bench(c: &mut Criterion) {
     let big = vec![0xa5u8; BIG];
     let mut g = c.benchmark_group("throughput");
     g.throughput(Throughput::Bytes(BIG as u64));
-    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .measurement_time(Duration::from_secs(3));
     g.bench_function("one_way_16MiB", |b| {
         b.iter(|| {
             let mut m: &[u8] = &big;
@@ -104,5 +106,13 @@ fn bench(c: &mut Criterion) {
     peer.join().expect("peer");
 }
 
-criterion_group!(benches, bench);
+criterion_group! {
+    name = benches;
+    // Short runs: the data path's speed goals are `cargo xtask bench`'s.
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = bench
+}
 criterion_main!(benches);

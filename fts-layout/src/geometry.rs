@@ -869,7 +869,7 @@ impl Geometry {
     /// A request to choose the geometry of `master_bytes` (and
     /// `secondary_bytes`) with `block_size`-byte logical blocks for
     /// `max_connections` connections: set the tunables the user gave on it,
-    /// then [`GeometryRequest::resolve`] chooses the others.
+    /// then its `resolve` chooses the others.
     pub fn auto(
         master_bytes: u64,
         secondary_bytes: &[u64],
@@ -969,13 +969,12 @@ impl GeometryRequest {
     ///    a device large enough gets the layout it always got.
     /// 2. **Otherwise sized from the devices**: the rings get all the room
     ///    the data area has, `R` bytes per ring (the tightest device
-    ///    decides). 8 batches of 4 segments each would
-    ///    fill it, so the segment size is `R / 32` rounded down to a power
-    ///    of two, from 64 KiB to 256 KiB (smaller only when a ring would
-    ///    not hold 2 of them); the ring entries are as many as fit; and the
-    ///    batch — one I/O — is as large as it can be up to
-    ///    1 MiB while the ring still holds 8
-    ///    batches (and at least 1 segment).
+    ///    decides). 8 batches of 4 segments each would fill it, so the
+    ///    segment size is `R / 32` rounded down to a power of two, from 64
+    ///    KiB to 256 KiB (smaller only when a ring would not hold 2 of
+    ///    them); the ring entries are as many as fit; and the batch — one
+    ///    I/O — is as large as it can be up to 1 MiB while the ring still
+    ///    holds 8 batches (and at least 1 segment).
     ///
     /// Given tunables are kept as given; the ones chosen adapt to them
     /// (e.g. a given ring of 640 entries on a small device gets small

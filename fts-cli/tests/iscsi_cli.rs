@@ -255,11 +255,19 @@ fn destage_off_is_restored_after_the_command_and_on_sigint() {
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut seen = Vec::new();
+    let mut destaging = false;
+    // Until the server serves (registered): its start-up holds the table
+    // lock, and a MODE SENSE from another initiator meanwhile may read
+    // the page as it was.
     loop {
         let line = rx.recv_timeout(deadline - Instant::now()).unwrap();
         seen.push(line.clone());
         if line.contains("destaging off") {
             assert!(line.contains("WCE 0 -> 1"), "{line}");
+            destaging = true;
+        }
+        if line.contains("serving as") {
+            assert!(destaging, "{seen:?}");
             break;
         }
     }

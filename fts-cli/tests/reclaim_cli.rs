@@ -298,7 +298,7 @@ fn signal(p: &Proc, sig: &str) {
 /// timeout and frees the slot, a new connection claims the same slot, the
 /// stopped process resumes: none of its old-generation records may appear.
 fn stopped_side_never_writes_into_the_new_connection(stop_server: bool) {
-    let dev = Dev::new(1);
+    let dev = Dev::new(3);
     let (srv, _) = dev.serve("srv");
     let src = dev.dir.path().join("big.bin");
     std::fs::write(&src, vec![0x5a; 24 << 20]).unwrap();

@@ -281,7 +281,8 @@ fn eight_clients_at_once() {
 
 #[test]
 fn a_full_table_is_a_clear_error_and_frees_nothing() {
-    let rig = Rig::new(2);
+    // Three entries: one holds the server's registration.
+    let rig = Rig::new(3);
     // Two shells hold both entries open (their stdin stays open).
     let mut holders: Vec<Child> = (0..2)
         .map(|i| {

@@ -170,7 +170,11 @@ fn mcb_v1_0_golden_bytes_still_decode() {
     newer.blk5_minor_version = fts_layout::FORMAT_MINOR + 1;
     let err = Mcb::decode(&newer.encode()).unwrap_err();
     assert!(err.to_string().contains("blk5_minor_version"), "{err}");
-    assert!(err.to_string().contains(&format!("v1.{}", fts_layout::FORMAT_MINOR + 1)), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("v1.{}", fts_layout::FORMAT_MINOR + 1)),
+        "{err}"
+    );
 }
 
 const PTR_GOLDEN: [&str; 16] = [

@@ -615,7 +615,7 @@ fn bad_fields_are_refused() {
         "pro_requestor_type"
     );
     let mut p = PidEntry::free(1).encode(s);
-    p[28] = 0x10;
+    p[28] = 0x20;
     reseal(&mut p);
     assert_eq!(field(PidEntry::decode(&p, e).map(drop)), "pro_flag_process");
     let mut p = PidEntry::free(1).encode(s);

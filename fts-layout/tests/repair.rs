@@ -113,7 +113,7 @@ fn v1_1_layout_has_backups_at_the_end_identical_to_the_primaries() {
     assert_eq!(m.lb(lbs - 2).unwrap(), m.lb(SDT_LB).unwrap());
     assert_eq!(m.lb(lbs - 1).unwrap(), m.lb(MCB_LB).unwrap());
     let mcb = Mcb::decode(m.lb(MCB_LB).unwrap()).unwrap();
-    assert_eq!(mcb.blk5_minor_version, 1);
+    assert_eq!(mcb.blk5_minor_version, fts_layout::FORMAT_MINOR);
     assert_eq!((mcb.sdt_backup_ptr, mcb.mcb_backup_ptr), (lbs - 2, lbs - 1));
     let c = check_image(&m.image(Some(NOW))).unwrap();
     assert!(c.problems.is_empty(), "{:#?}", c.problems);

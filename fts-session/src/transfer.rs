@@ -1763,6 +1763,13 @@ pub fn serve(
     // refused (Error::NameTaken) while a live server holds the name.
     let mut registration =
         crate::Registration::register(shared, lock.as_mut(), me, lock_timeout, log)?;
+    // Only now: a refused server never said it serves.
+    log(format!(
+        "serving as {:?} on {} from {}",
+        me.name,
+        shared.location(),
+        root_dir.display()
+    ));
     let mut poller = Poller::new(Duration::from_millis(50));
     let mut reaper = crate::Reaper::new(shared);
     let served = std::thread::scope(|scope| -> Result<(), Error> {

@@ -6,13 +6,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use fts_blockdev::{BlockDevice, OpenOptions, WriteMode};
 use fts_layout::{
-    format_writes, FormatSpec, Geometry, GeometryParams, Mcb, DEFAULT_HEARTBEAT_MS,
+    format_writes, FormatSpec, Geometry, GeometryError, Mcb, DEFAULT_HEARTBEAT_MS,
     DEFAULT_IO_TIMEOUT_MS, DEFAULT_LEASE_TIMEOUT_MS, DEFAULT_LOCK_TIMEOUT_MS, LB,
 };
 use uuid::Uuid;
 
 use crate::exit::{fail, Code};
 use crate::layout::open_device;
+use crate::out::outln;
 use crate::size::human;
 
 /// What to format.
@@ -22,14 +23,15 @@ pub struct FormatArgs {
     pub device: String,
     /// Create or extend a regular file to this size.
     pub size: Option<u64>,
-    /// Segment size in bytes.
-    pub segment_bytes: u64,
+    /// Segment size in bytes; `None`: chosen from the devices
+    /// ([`Geometry::auto`]).
+    pub segment_bytes: Option<u64>,
     /// `blk5_max_connections`.
     pub max_connections: u32,
-    /// `blk5_maxptr`.
-    pub ring_entries: u32,
-    /// `blk5_ptr_seg_per_process`.
-    pub batch: u32,
+    /// `blk5_maxptr`; `None`: chosen from the devices.
+    pub ring_entries: Option<u32>,
+    /// `blk5_ptr_seg_per_process`; `None`: chosen from the devices.
+    pub batch: Option<u32>,
     /// Secondary devices.
     pub secondaries: Vec<String>,
     /// Overwrite an existing layout or foreign data.
@@ -43,15 +45,16 @@ pub struct FormatArgs {
 }
 
 impl FormatArgs {
-    /// Defaults from fts-layout for everything but the device.
+    /// Defaults from fts-layout for everything but the device; the
+    /// geometry chosen from the devices' sizes.
     pub fn new(device: String) -> Self {
         FormatArgs {
             device,
             size: None,
-            segment_bytes: fts_layout::DEFAULT_SEGMENT_BYTES,
+            segment_bytes: None,
             max_connections: fts_layout::DEFAULT_MAX_CONNECTIONS,
-            ring_entries: fts_layout::DEFAULT_RING_ENTRIES,
-            batch: fts_layout::DEFAULT_BATCH,
+            ring_entries: None,
+            batch: None,
             secondaries: Vec::new(),
             force: false,
             block_size: None,
@@ -197,6 +200,121 @@ fn undo(location: &str, was: &Before) {
     }
 }
 
+/// The geometry flags of `format`, with the value given for each.
+fn geometry_flags(args: &FormatArgs) -> [(&'static str, Option<String>); 3] {
+    [
+        ("--segment-size", args.segment_bytes.map(human)),
+        ("--ring-entries", args.ring_entries.map(|n| n.to_string())),
+        ("--batch", args.batch.map(|b| b.to_string())),
+    ]
+}
+
+/// Chooses the geometry (fts-layout's [`Geometry::auto`]: the tunables not
+/// given are sized from the devices, the way `mkfs` sizes its tables) and
+/// returns it with, when anything was chosen, the lines saying what and
+/// why. A request that cannot fit fails with exit 7 and says which flag to
+/// change and how far it may go.
+fn choose(
+    args: &FormatArgs,
+    master_bytes: u64,
+    secondary_bytes: &[u64],
+    block_size: u32,
+) -> Result<(Geometry, Option<String>)> {
+    let mut req = Geometry::auto(
+        master_bytes,
+        secondary_bytes,
+        block_size,
+        args.max_connections,
+    );
+    req.segment_bytes = args.segment_bytes;
+    req.ring_entries = args.ring_entries;
+    req.batch = args.batch;
+    let flags = geometry_flags(args);
+    let free: Vec<&str> = flags
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(f, _)| *f)
+        .collect();
+    let given: Vec<String> = flags
+        .iter()
+        .filter_map(|(f, v)| v.as_ref().map(|v| format!("{f} {v}")))
+        .collect();
+    let e = match req.resolve() {
+        Ok(a) if free.is_empty() => return Ok((a.geometry, None)),
+        Ok(a) => {
+            let pass = match free.as_slice() {
+                [init @ .., last] if !init.is_empty() => format!("{} or {last}", init.join(", ")),
+                _ => free.join(""),
+            };
+            let lines = format!(
+                "geometry: {}\n  chosen because {}; pass {pass} to choose yourself",
+                a.chosen, a.reason
+            );
+            return Ok((a.geometry, Some(lines)));
+        }
+        Err(e) => e,
+    };
+    let mut msg = format!("cannot format {}: {e}", args.device);
+    if matches!(
+        e,
+        GeometryError::NotEnoughSegments { .. } | GeometryError::DeviceTooSmall { .. }
+    ) {
+        // How far each given flag may go, the others as given.
+        let total = human(master_bytes + secondary_bytes.iter().sum::<u64>());
+        let c = args.max_connections;
+        let fits = |flag: &str| {
+            let mut w = format!(
+                "{total} with {c} connection{}",
+                if c == 1 { "" } else { "s" }
+            );
+            for g in given.iter().filter(|g| !g.starts_with(flag)) {
+                w.push_str(&format!(" and {g}"));
+            }
+            w
+        };
+        if let Some(n) = args.ring_entries {
+            msg.push_str(&match req.largest_ring_entries() {
+                Some(max) => format!(
+                    "\n  --ring-entries {n}: the largest that fits {} is {max}",
+                    fits("--ring-entries")
+                ),
+                None => format!(
+                    "\n  --ring-entries {n}: no ring fits {}",
+                    fits("--ring-entries")
+                ),
+            });
+        }
+        if let Some(s) = args.segment_bytes {
+            let s = human(s);
+            msg.push_str(&match req.largest_segment_bytes() {
+                Some(max) => format!(
+                    "\n  --segment-size {s}: the largest that fits {} is {} ({max} bytes)",
+                    fits("--segment-size"),
+                    human(max)
+                ),
+                None => format!(
+                    "\n  --segment-size {s}: none fits {}",
+                    fits("--segment-size")
+                ),
+            });
+        }
+        let with = if given.is_empty() {
+            "the smallest segments and rings".to_string()
+        } else {
+            given.join(" and ")
+        };
+        msg.push_str(&match req.largest_max_connections() {
+            Some(max) => {
+                format!("\n  --max-connections {c}: at most {max} fit {total} with {with}")
+            }
+            None => {
+                format!("\n  not even 1 connection fits {total} with {with}: use a larger device")
+            }
+        });
+    }
+    Err(fail(Code::Geometry, msg))
+}
+
 /// Formats the devices; returns the spec written, for the caller's summary.
 /// When it fails, a master file this run created is removed again, and a
 /// regular file it extended is cut back to its size; a file or device that
@@ -242,21 +360,15 @@ fn format_devices(args: &FormatArgs) -> Result<FormatSpec> {
     for d in devs.iter_mut() {
         guard_existing(d.as_mut(), args.force)?;
     }
-    let params = GeometryParams {
-        master_bytes: devs[0].size_bytes(),
-        secondary_bytes: devs[1..].iter().map(|d| d.size_bytes()).collect(),
-        block_size: devs.iter().map(|d| d.block_size()).max().unwrap_or(512),
-        segment_bytes: args.segment_bytes,
-        max_connections: args.max_connections,
-        ring_entries: args.ring_entries,
-        batch: args.batch,
-    };
-    let geometry = Geometry::compute(&params).map_err(|e| {
-        fail(
-            Code::Geometry,
-            format!("cannot format {}: {e}", args.device),
-        )
-    })?;
+    let (geometry, chosen) = choose(
+        args,
+        devs[0].size_bytes(),
+        &devs[1..].iter().map(|d| d.size_bytes()).collect::<Vec<_>>(),
+        devs.iter().map(|d| d.block_size()).max().unwrap_or(512),
+    )?;
+    if let Some(lines) = chosen {
+        outln!("{lines}");
+    }
     let spec = FormatSpec {
         geometry,
         layout_uuid: Uuid::new_v4(),

@@ -87,18 +87,23 @@ enum Cmd {
         /// Create (or extend) the file to this size first, e.g. 64M, 1GiB.
         #[arg(long, value_parser = size::parse_size)]
         size: Option<u64>,
-        /// Data segment size (multiple of 4 KiB).
-        #[arg(long, value_parser = size::parse_size, default_value = "64K")]
-        segment_size: u64,
+        /// Data segment size (multiple of 4 KiB). Without --segment-size,
+        /// --ring-entries or --batch, format chooses them from the device
+        /// sizes and --max-connections (64K, 640 and 8 where they fit) and
+        /// says what it chose.
+        #[arg(long, value_parser = size::parse_size)]
+        segment_size: Option<u64>,
         /// Maximum concurrent connections (Process Id Table entries).
         #[arg(long, default_value_t = fts_layout::DEFAULT_MAX_CONNECTIONS)]
         max_connections: u32,
-        /// Entries per Process Segment Pointer Table (ring size).
-        #[arg(long, default_value_t = fts_layout::DEFAULT_RING_ENTRIES)]
-        ring_entries: u32,
-        /// Segments written or read per pointer-table update.
-        #[arg(long, default_value_t = fts_layout::DEFAULT_BATCH)]
-        batch: u32,
+        /// Entries per Process Segment Pointer Table (ring size); default:
+        /// chosen from the device sizes.
+        #[arg(long)]
+        ring_entries: Option<u32>,
+        /// Segments written or read per pointer-table update (one I/O);
+        /// default: chosen from the device sizes.
+        #[arg(long)]
+        batch: Option<u32>,
         /// Lease timeout after which a silent peer is declared dead, e.g. 10000 (ms, 100 to 3600000).
         #[arg(long, default_value_t = fts_layout::DEFAULT_LEASE_TIMEOUT_MS, value_parser = parse_timeout_ms)]
         lease_timeout_ms: u32,

@@ -372,12 +372,6 @@ pub fn serve(
         max_partial_age,
         auth: auth.clone(),
     };
-    eprintln!(
-        "fts: serving as {:?} on {} from {}",
-        ctx.name,
-        ctx.device,
-        opts.root.display()
-    );
     match &auth {
         Some(a) => eprintln!(
             "fts: server key {}; admitting {}{}",
@@ -1003,9 +997,6 @@ pub fn demo(size: u64) -> Result<()> {
     let mut fa = crate::format::FormatArgs::new(dev_s.clone());
     fa.size = Some(256 << 20);
     fa.max_connections = 4;
-    fa.ring_entries = 96;
-    fa.segment_bytes = 256 << 10;
-    fa.batch = 16;
     let spec = crate::format::run(&fa)?;
     println!("{}", crate::format::summary(&spec));
     let server_root = dir.path().join("server");

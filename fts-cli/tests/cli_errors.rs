@@ -221,7 +221,7 @@ fn a_failed_format_leaves_no_file_it_created() {
     let o = fts()
         .arg("-d")
         .arg(&new)
-        .args(["format", "--size", "16M"])
+        .args(["format", "--size", "16M", "--ring-entries", "640"])
         .output()
         .unwrap();
     assert_eq!(code(&o), 7, "{}", text(&o));
@@ -244,7 +244,7 @@ fn a_failed_format_leaves_no_file_it_created() {
         let o = fts()
             .arg("-d")
             .arg(&old)
-            .arg("format")
+            .args(["format", "--ring-entries", "640"])
             .args(extra)
             .output()
             .unwrap();

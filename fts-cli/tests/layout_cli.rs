@@ -152,9 +152,23 @@ fn refuses_foreign_data() {
 fn impossible_geometry_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let dev = dir.path().join("small.img");
-    let o = fts(&["-d", dev.to_str().unwrap(), "format", "--size", "16M"]);
+    let o = fts(&[
+        "-d",
+        dev.to_str().unwrap(),
+        "format",
+        "--size",
+        "16M",
+        "--ring-entries",
+        "640",
+    ]);
     assert_eq!(code(&o), 7, "{}", text(&o));
     assert!(text(&o).contains("need"), "{}", text(&o));
+    assert!(
+        text(&o)
+            .contains("--ring-entries 640: the largest that fits 16 MiB with 16 connections is "),
+        "{}",
+        text(&o)
+    );
     // The failed format removed the file it created.
     assert!(!dev.exists());
     let o = fts(&[

@@ -14,8 +14,9 @@
 //! - **CRC32C** of a record with its CRC field taken as zero
 //!   ([`crc32c_record`]).
 //! - **Geometry**: where every structure and data segment lives, computed
-//!   from device sizes and tunables ([`Geometry::compute`]) or rebuilt from
-//!   the disk ([`Geometry::from_mcb`]).
+//!   from device sizes and tunables ([`Geometry::compute`]), chosen for a
+//!   device ([`Geometry::auto`]), or rebuilt from the disk
+//!   ([`Geometry::from_mcb`]).
 //! - **Format plan**: every write `format` must do, in a crash-safe order
 //!   ([`format_plan`]).
 //! - **Checks and repairs**: fsck-style validation of bytes the caller has
@@ -84,8 +85,8 @@ pub use codec::{crc32c_record, layout_id_of, validate_name, validate_path, Expec
 pub use error::{Error, GeometryError};
 pub use format::{format_plan, format_writes, mcb_for_device, FormatSpec, Write, MAX_WRITE_LBS};
 pub use geometry::{
-    backups_at_end, chunk_of_entry, DeviceExtent, Extent, Geometry, GeometryParams,
-    MAX_CONNECTIONS, MAX_RING_ENTRIES, MAX_SEG_LBS, MIN_RING_ENTRIES,
+    backups_at_end, chunk_of_entry, AutoGeometry, DeviceExtent, Extent, Geometry, GeometryParams,
+    GeometryRequest, MAX_CONNECTIONS, MAX_RING_ENTRIES, MAX_SEG_LBS, MIN_RING_ENTRIES,
 };
 pub use records::{
     CmdArea, DeviceRole, Lease, LockRecord, Mcb, OsType, PidEntry, PtrChunk, PtrEntry, RecordKind,

@@ -11,6 +11,17 @@
 //! detection and timeouts belong to the session layer) and backs off with a
 //! [`Poller`].
 //!
+//! Several I/Os in flight: at the first message a port starts an I/O
+//! thread on a second handle of the device ([`BlockDevice::reopen`]; when
+//! that fails, every I/O is made on the caller's thread). While it writes
+//! a batch, `send` reads and seals the next ones (up to `WRITE_DEPTH`
+//! batches queued) and publishes a batch's table entries only once its
+//! write completed, the batches completed by then in one table write.
+//! While `recv`'s sink consumes a batch, the I/O thread reads the next one
+//! already published; it is verified on the caller's thread when its turn
+//! comes. Reading the source, sealing, verifying and the sink stay on the
+//! caller's thread; buffers are reused, never allocated per I/O.
+//!
 //! Sealed connections ([`RingPort::set_seal`], [`crate::seal`]): each
 //! segment's payload is encrypted in place in the I/O buffer before the
 //! write and its tag stored after it; the reader checks the header and the
@@ -23,8 +34,12 @@
 //! device is refused with [`Error::Unsupported`]. After any error the port's
 //! state is undefined: tear the connection down.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fts_blockdev::{AlignedBuf, BlockDevice, WriteMode};
@@ -271,6 +286,114 @@ impl Poller {
     }
 }
 
+/// Batches written ahead while the oldest is still being written: the
+/// source is read and sealed for the next while the device writes the
+/// previous ones.
+const WRITE_DEPTH: usize = 3;
+
+/// What the I/O thread is asked to do.
+#[derive(Debug, Clone, Copy)]
+enum IoOp {
+    Read,
+    Write(WriteMode),
+}
+
+/// One I/O for the I/O thread: `buf[..len]` at `offset`.
+struct IoReq {
+    op: IoOp,
+    offset: u64,
+    len: usize,
+    buf: AlignedBuf,
+    /// For a write into the slot when a fence is set: when the fence was
+    /// last checked. A write found older than [`FENCE_FRESH`] when its turn
+    /// comes (the process was stopped) is not made: the caller checks
+    /// the fence again and makes it itself.
+    fenced_at: Option<Instant>,
+}
+
+enum IoResult {
+    Done,
+    StaleFence,
+    /// Not made: the caller no longer wants it ([`RingPort::drain_io`]).
+    Cancelled,
+    Failed(fts_blockdev::Error),
+}
+
+struct IoDone {
+    buf: AlignedBuf,
+    result: IoResult,
+}
+
+/// What the caller remembers of an I/O handed to the I/O thread.
+struct InFlight {
+    op: IoOp,
+    offset: u64,
+    len: usize,
+    /// The batch read ahead (reads) or written (writes).
+    batch: Batch,
+}
+
+/// A thread doing device I/O in order through its own device handle, so
+/// that reading the source, sealing, verifying, opening and the sink run
+/// on the caller's thread while the device works. Buffers travel to it and
+/// back; nothing is allocated per I/O.
+struct IoWorker {
+    /// Set: the I/Os still queued are not made.
+    cancel: Arc<AtomicBool>,
+    tx: Option<mpsc::Sender<IoReq>>,
+    rx: mpsc::Receiver<IoDone>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl IoWorker {
+    fn spawn(mut dev: Box<dyn BlockDevice>) -> io::Result<IoWorker> {
+        let (tx, requests) = mpsc::channel::<IoReq>();
+        let (done, rx) = mpsc::channel::<IoDone>();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let cancelled = cancel.clone();
+        let thread = std::thread::Builder::new()
+            .name("fts-ring-io".into())
+            .spawn(move || {
+                for mut r in requests {
+                    let result = if cancelled.load(Ordering::Acquire) {
+                        IoResult::Cancelled
+                    } else if r.fenced_at.is_some_and(|t| t.elapsed() > FENCE_FRESH) {
+                        IoResult::StaleFence
+                    } else {
+                        let res = match r.op {
+                            IoOp::Read => dev.read_at(r.offset, &mut r.buf[..r.len]),
+                            IoOp::Write(mode) => dev.write_at(r.offset, &r.buf[..r.len], mode),
+                        };
+                        match res {
+                            Ok(()) => IoResult::Done,
+                            Err(e) => IoResult::Failed(e),
+                        }
+                    };
+                    if done.send(IoDone { buf: r.buf, result }).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(IoWorker {
+            cancel,
+            tx: Some(tx),
+            rx,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for IoWorker {
+    fn drop(&mut self) {
+        // Ends its loop once the queued I/Os are dropped.
+        self.cancel.store(true, Ordering::Release);
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Called while waiting; an error aborts the transfer.
 pub type Liveness<'d> = Box<dyn FnMut() -> Result<(), Error> + Send + 'd>;
 
@@ -309,7 +432,17 @@ pub struct RingPort<'d> {
     fence: Option<Fence<'d>>,
     fence_checked: Option<Instant>,
     stalled_since: Option<Instant>,
-    seg_buf: AlignedBuf,
+    /// Segment buffers (one batch each) free for the next I/O: allocated
+    /// as the pipeline first needs them, then reused.
+    free: Vec<AlignedBuf>,
+    /// The I/O thread, with its own handle on the device; started at the
+    /// first message. `None` before, or when the device cannot be reopened
+    /// (every I/O is then made on the caller's thread, one at a time).
+    io: Option<IoWorker>,
+    io_started: bool,
+    /// I/Os handed to the I/O thread, oldest first (it completes them in
+    /// this order).
+    inflight: VecDeque<InFlight>,
     table_buf: AlignedBuf,
     peer_buf: AlignedBuf,
     peer: Vec<PtrChunk>,
@@ -413,7 +546,10 @@ impl<'d> RingPort<'d> {
             fence: None,
             fence_checked: None,
             stalled_since: None,
-            seg_buf,
+            free: vec![seg_buf],
+            io: None,
+            io_started: false,
+            inflight: VecDeque::new(),
             table_buf,
             peer_buf,
             peer: Vec::new(),
@@ -543,16 +679,53 @@ impl<'d> RingPort<'d> {
 
     /// Sends the `len` bytes of `msg`; returns when the peer has
     /// acknowledged the last segment.
+    ///
+    /// While the I/O thread writes a batch, the next ones are read from
+    /// `msg` and sealed; each batch's table entries are published once its
+    /// write completed (the batches completed by then in one table write).
     pub fn send(&mut self, msg: &mut dyn MessageSource, len: u64) -> Result<(), Error> {
         self.used = true;
         self.writer
             .begin_message(len)
             .map_err(|e| self.machine_err(e))?;
         self.progressed();
+        self.start_io();
+        let r = self.send_loop(msg, len);
+        if r.is_err() {
+            self.drain_io();
+        }
+        r
+    }
+
+    fn send_loop(&mut self, msg: &mut dyn MessageSource, len: u64) -> Result<(), Error> {
         loop {
+            // Keep the I/O thread busy. A message that fits in one batch
+            // is written right here: a hand-off would only add latency.
+            while self.io.is_some() && self.inflight.len() < WRITE_DEPTH {
+                let Some(b) = self.writer.write_ahead() else {
+                    break;
+                };
+                if self.inflight.is_empty() && b.segments.last().is_some_and(Segment::is_last) {
+                    self.write_batch_here(msg, &b, len)?;
+                    self.writer.on_segments_written(&mut self.table);
+                    self.progressed();
+                    break;
+                }
+                self.submit_batch(msg, b, len)?;
+            }
+            if !self.inflight.is_empty() {
+                // The oldest write, and any others already done: one
+                // table write publishes them all.
+                self.finish_write(true)?;
+                while self.finish_write(false)? {}
+                self.progressed();
+                self.publish(WriteMode::Normal)?;
+                self.writer.on_published();
+                continue;
+            }
             match self.writer.next_action() {
                 WriterAction::WriteSegments(b) => {
-                    self.write_batch(msg, &b, len)?;
+                    self.write_batch_here(msg, &b, len)?;
                     self.writer.on_segments_written(&mut self.table);
                     self.progressed();
                 }
@@ -578,6 +751,10 @@ impl<'d> RingPort<'d> {
     }
 
     /// Receives the next message, handing its payload to `sink` in order.
+    ///
+    /// While `sink` consumes a batch, the I/O thread reads the next one
+    /// already published; it is verified (and opened) only when its turn
+    /// comes, so nothing unverified ever reaches `sink`.
     pub fn recv<E>(
         &mut self,
         sink: &mut dyn FnMut(&[u8]) -> Result<(), E>,
@@ -587,6 +764,20 @@ impl<'d> RingPort<'d> {
     {
         self.used = true;
         self.progressed();
+        self.start_io();
+        let r = self.recv_loop(sink);
+        // A batch read ahead but not wanted any more (after a NAK).
+        self.drain_io();
+        r
+    }
+
+    fn recv_loop<E>(
+        &mut self,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<MessageInfo, Error>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
         let mut done: Option<MessageInfo> = None;
         let mut stale = true;
         loop {
@@ -599,12 +790,25 @@ impl<'d> RingPort<'d> {
                 .map_err(|e| self.machine_err(e))?;
             match action {
                 ReaderAction::ReadSegments(b) => {
-                    self.read_batch(&b, sink)?;
+                    let mut buf = self.fetch_batch(&b)?;
+                    if self.io.is_some() && self.inflight.is_empty() {
+                        if let Some(next) = self.reader.read_ahead(&self.peer, &b) {
+                            if let Err(e) = self.submit_read(next) {
+                                self.free.push(buf);
+                                return Err(e);
+                            }
+                        }
+                    }
+                    let r = self.verify_batch(&b, &mut buf, sink);
+                    self.free.push(buf);
+                    r?;
                     if let Some(info) = self.reader.take_completed() {
                         done = Some(info);
                     }
                     self.progressed();
-                    stale = true;
+                    // With a batch read ahead, the table read says what
+                    // comes next already.
+                    stale = self.inflight.is_empty();
                 }
                 ReaderAction::PublishTable => {
                     self.publish(WriteMode::Normal)?;
@@ -623,6 +827,243 @@ impl<'d> RingPort<'d> {
                 }
             }
         }
+    }
+
+    /// Starts the I/O thread on a second handle of the device, once.
+    /// Without one (the device cannot be reopened), every I/O is made on
+    /// the caller's thread.
+    fn start_io(&mut self) {
+        if self.io_started {
+            return;
+        }
+        self.io_started = true;
+        if let Ok(dev) = self.dev.reopen() {
+            self.io = IoWorker::spawn(dev).ok();
+        }
+    }
+
+    fn io_gone(&self) -> Error {
+        Error::Io {
+            op: "device I/O",
+            location: format!("{} slot {}", self.dev.location(), self.slot),
+            source: fts_blockdev::Error::Io {
+                op: "hand an I/O to the I/O thread",
+                location: self.dev.location().to_owned(),
+                offset: 0,
+                len: 0,
+                source: io::Error::other("the I/O thread ended"),
+            },
+        }
+    }
+
+    /// A free segment buffer (allocated the first times only).
+    fn take_buf(&mut self) -> Result<AlignedBuf, Error> {
+        if let Some(b) = self.free.pop() {
+            return Ok(b);
+        }
+        AlignedBuf::new(self.geo.batch as usize * self.geo.seg_lbs as usize * LB).map_err(
+            |source| Error::Io {
+                op: "allocate buffer",
+                location: self.dev.location().to_owned(),
+                source,
+            },
+        )
+    }
+
+    /// Hands an I/O to the I/O thread.
+    fn submit(&mut self, req: IoReq, batch: Batch) -> Result<(), Error> {
+        let f = InFlight {
+            op: req.op,
+            offset: req.offset,
+            len: req.len,
+            batch,
+        };
+        let sent = match self.io.as_ref().and_then(|io| io.tx.as_ref()) {
+            Some(tx) => tx.send(req).map_err(|e| e.0.buf),
+            None => Err(req.buf),
+        };
+        match sent {
+            Ok(()) => {
+                self.inflight.push_back(f);
+                Ok(())
+            }
+            Err(buf) => {
+                self.free.push(buf);
+                Err(self.io_gone())
+            }
+        }
+    }
+
+    /// The next completion of the I/O thread (`None`: none yet and
+    /// `block` is false).
+    fn next_done(&mut self, block: bool) -> Result<Option<IoDone>, Error> {
+        let Some(io) = &self.io else {
+            return Err(self.io_gone());
+        };
+        let r = if block {
+            io.rx.recv().map_err(|_| ())
+        } else {
+            match io.rx.try_recv() {
+                Ok(d) => Ok(d),
+                Err(mpsc::TryRecvError::Empty) => return Ok(None),
+                Err(mpsc::TryRecvError::Disconnected) => Err(()),
+            }
+        };
+        match r {
+            Ok(d) => Ok(Some(d)),
+            Err(()) => {
+                self.io = None;
+                self.inflight.clear();
+                Err(self.io_gone())
+            }
+        }
+    }
+
+    /// Drops the I/Os in flight: those not started yet are not made, the
+    /// one under way is waited for.
+    fn drain_io(&mut self) {
+        if self.inflight.is_empty() {
+            return;
+        }
+        if let Some(io) = &self.io {
+            io.cancel.store(true, Ordering::Release);
+        }
+        while !self.inflight.is_empty() {
+            match self.next_done(true) {
+                Ok(Some(d)) => {
+                    self.inflight.pop_front();
+                    self.free.push(d.buf);
+                }
+                _ => break,
+            }
+        }
+        if let Some(io) = &self.io {
+            io.cancel.store(false, Ordering::Release);
+        }
+    }
+
+    /// Reads `b` from the source, seals it and hands its write to the I/O
+    /// thread.
+    fn submit_batch(
+        &mut self,
+        msg: &mut dyn MessageSource,
+        b: Batch,
+        len: u64,
+    ) -> Result<(), Error> {
+        let mut buf = self.take_buf()?;
+        let ready = self.fill_batch(msg, &b, len, &mut buf).and_then(|total| {
+            let offset = self.seg_offset(self.role, b.first_index())?;
+            self.check_fence()?;
+            Ok((offset, total))
+        });
+        let (offset, total) = match ready {
+            Ok(r) => r,
+            Err(e) => {
+                self.free.push(buf);
+                return Err(e);
+            }
+        };
+        let fenced_at = self.fence.as_ref().and(self.fence_checked);
+        let req = IoReq {
+            op: IoOp::Write(WriteMode::Normal),
+            offset,
+            len: total,
+            buf,
+            fenced_at,
+        };
+        self.submit(req, b)
+    }
+
+    /// Hands the read of `b` (read ahead) to the I/O thread.
+    fn submit_read(&mut self, b: Batch) -> Result<(), Error> {
+        let offset = self.seg_offset(self.role.peer(), b.first_index())?;
+        let buf = self.take_buf()?;
+        let req = IoReq {
+            op: IoOp::Read,
+            offset,
+            len: self.batch_bytes(&b),
+            buf,
+            fenced_at: None,
+        };
+        self.submit(req, b)
+    }
+
+    /// Completes the oldest write in flight (waiting for it if `block`):
+    /// its segments are recorded in the table, to be published. `false`
+    /// when none was done.
+    fn finish_write(&mut self, block: bool) -> Result<bool, Error> {
+        if self.inflight.is_empty() {
+            return Ok(false);
+        }
+        let Some(IoDone { buf, result }) = self.next_done(block)? else {
+            return Ok(false);
+        };
+        let Some(f) = self.inflight.pop_front() else {
+            self.free.push(buf);
+            return Ok(false);
+        };
+        let err = self.io_err(
+            "write segments",
+            format!(
+                "{} ring entries {}+{}",
+                self.role,
+                f.batch.first_index(),
+                f.batch.count()
+            ),
+            f.offset,
+        );
+        let r = match (result, f.op) {
+            (IoResult::Done, _) => Ok(()),
+            (IoResult::Failed(e), _) => Err(err(e)),
+            // Stopped between the fence check and the write: check again,
+            // and write here if the slot is still ours.
+            (IoResult::StaleFence, IoOp::Write(mode)) => self.check_fence().and_then(|()| {
+                self.dev
+                    .write_at(f.offset, &buf[..f.len], mode)
+                    .map_err(err)
+            }),
+            (IoResult::StaleFence, IoOp::Read) => Ok(()),
+            (IoResult::Cancelled, _) => Err(self.io_gone()),
+        };
+        self.free.push(buf);
+        r?;
+        self.writer.on_segments_written(&mut self.table);
+        Ok(true)
+    }
+
+    /// The buffer holding `b` as read from the device: the batch read
+    /// ahead when it is `b`, else read now.
+    fn fetch_batch(&mut self, b: &Batch) -> Result<AlignedBuf, Error> {
+        let peer = self.role.peer();
+        let offset = self.seg_offset(peer, b.first_index())?;
+        let total = self.batch_bytes(b);
+        let err = self.io_err(
+            "read segments",
+            format!("{peer} ring entries {}+{}", b.first_index(), b.count()),
+            offset,
+        );
+        if let Some(f) = self.inflight.front() {
+            if f.batch == *b && matches!(f.op, IoOp::Read) && f.len == total {
+                if let Some(IoDone { buf, result }) = self.next_done(true)? {
+                    self.inflight.pop_front();
+                    match result {
+                        IoResult::Done => return Ok(buf),
+                        IoResult::Failed(e) => {
+                            self.free.push(buf);
+                            return Err(err(e));
+                        }
+                        IoResult::StaleFence | IoResult::Cancelled => self.free.push(buf),
+                    }
+                }
+            }
+            self.drain_io();
+        }
+        let mut buf = self.take_buf()?;
+        if let Err(e) = self.dev.read_at(offset, &mut buf[..total]) {
+            self.free.push(buf);
+            return Err(err(e));
+        }
+        Ok(buf)
     }
 
     fn machine_err(&self, e: MachineError) -> Error {
@@ -819,13 +1260,45 @@ impl<'d> RingPort<'d> {
         }
     }
 
-    fn write_batch(
+    /// Writes `b` from this thread (no write in flight).
+    fn write_batch_here(
         &mut self,
         msg: &mut dyn MessageSource,
         b: &Batch,
         len: u64,
     ) -> Result<(), Error> {
-        self.check_fence()?;
+        let mut buf = self.take_buf()?;
+        let r = self.fill_batch(msg, b, len, &mut buf).and_then(|total| {
+            self.check_fence()?;
+            let offset = self.seg_offset(self.role, b.first_index())?;
+            let err = self.io_err(
+                "write segments",
+                format!(
+                    "{} ring entries {}+{}",
+                    self.role,
+                    b.first_index(),
+                    b.count()
+                ),
+                offset,
+            );
+            self.fence_fresh()?;
+            self.dev
+                .write_at(offset, &buf[..total], WriteMode::Normal)
+                .map_err(err)
+        });
+        self.free.push(buf);
+        r
+    }
+
+    /// Reads `b`'s payload from `msg` into `buf`, seals it and adds the
+    /// headers; returns the bytes to write.
+    fn fill_batch(
+        &mut self,
+        msg: &mut dyn MessageSource,
+        b: &Batch,
+        len: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, Error> {
         let seg_bytes = self.geo.seg_lbs as usize * LB;
         let total = self.batch_bytes(b);
         let tag = self.tag_len();
@@ -834,7 +1307,7 @@ impl<'d> RingPort<'d> {
             let ctx = self.seal_context(self.role, s);
             let base = j * seg_bytes;
             let end = base + lbs_for(SEG_HDR_SIZE + s.len as usize + tag);
-            let seg = &mut self.seg_buf[base..end];
+            let seg = &mut buf[base..end];
             let (hdr, rest) = seg.split_at_mut(SEG_HDR_SIZE);
             let (body, pad) = rest.split_at_mut(s.len as usize + tag);
             let payload = &mut body[..s.len as usize];
@@ -887,26 +1360,15 @@ impl<'d> RingPort<'d> {
             };
             hdr.copy_from_slice(&h.encode(Stamp::new(self.layout_id, ctx.segment)));
         }
-        let offset = self.seg_offset(self.role, b.first_index())?;
-        let err = self.io_err(
-            "write segments",
-            format!(
-                "{} ring entries {}+{}",
-                self.role,
-                b.first_index(),
-                b.count()
-            ),
-            offset,
-        );
-        self.fence_fresh()?;
-        self.dev
-            .write_at(offset, &self.seg_buf[..total], WriteMode::Normal)
-            .map_err(err)
+        Ok(total)
     }
 
-    fn read_batch<E>(
+    /// Verifies (and opens) the segments of `b` read into `buf`, hands
+    /// what passes to `sink` in order and records acks and NAKs.
+    fn verify_batch<E>(
         &mut self,
         b: &Batch,
+        buf: &mut [u8],
         sink: &mut dyn FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), Error>
     where
@@ -914,16 +1376,6 @@ impl<'d> RingPort<'d> {
     {
         let peer = self.role.peer();
         let seg_bytes = self.geo.seg_lbs as usize * LB;
-        let total = self.batch_bytes(b);
-        let offset = self.seg_offset(peer, b.first_index())?;
-        let err = self.io_err(
-            "read segments",
-            format!("{peer} ring entries {}+{}", b.first_index(), b.count()),
-            offset,
-        );
-        self.dev
-            .read_at(offset, &mut self.seg_buf[..total])
-            .map_err(err)?;
         let tag = self.tag_len();
         let want_seal = if self.sealer.is_some() {
             SEAL_AES256GCM
@@ -934,8 +1386,7 @@ impl<'d> RingPort<'d> {
             let ctx = self.seal_context(peer, s);
             let base = j * seg_bytes;
             let len = s.len as usize;
-            let (hdr, rest) =
-                self.seg_buf[base..base + SEG_HDR_SIZE + len + tag].split_at_mut(SEG_HDR_SIZE);
+            let (hdr, rest) = buf[base..base + SEG_HDR_SIZE + len + tag].split_at_mut(SEG_HDR_SIZE);
             // Damage (CRC) first; then the sealing, which only a segment
             // that arrived intact can fail: a wrong key or a forgery.
             let mut refusal = None;

@@ -41,6 +41,7 @@
 //! - Stale entries (earlier messages, earlier generations) never match:
 //!   their sequence numbers are lower, or their chunk generation differs.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 
 use fts_layout::{Geometry, PtrChunk, PtrEntry, Role, ENTRIES_PER_CHUNK, FLG_LAST, FLG_NAK};
@@ -386,7 +387,9 @@ pub struct Writer {
     last_seq_at: Vec<u64>,
     retries: u32,
     unpublished: bool,
-    pending: Option<Batch>,
+    /// Batches handed out and not yet written, oldest first (their
+    /// sequence numbers follow each other from `next_seq`).
+    pending: VecDeque<Batch>,
 }
 
 impl Writer {
@@ -401,7 +404,7 @@ impl Writer {
             last_seq_at: vec![0; cfg.ring_entries as usize],
             retries: 0,
             unpublished: false,
-            pending: None,
+            pending: VecDeque::new(),
         })
     }
 
@@ -440,7 +443,7 @@ impl Writer {
 
     /// What to do next.
     pub fn next_action(&mut self) -> WriterAction {
-        if let Some(b) = &self.pending {
+        if let Some(b) = self.pending.front() {
             return WriterAction::WriteSegments(b.clone());
         }
         if self.unpublished {
@@ -453,25 +456,69 @@ impl Writer {
             self.msg = None;
             return WriterAction::Done;
         }
+        match self.next_batch() {
+            Some(b) => {
+                self.pending.push_back(b.clone());
+                WriterAction::WriteSegments(b)
+            }
+            None => WriterAction::WaitForAck,
+        }
+    }
+
+    /// For a driver with several writes in flight: the batch after those
+    /// already handed out (by [`next_action`](Self::next_action) or this)
+    /// and not yet written, if the window has room for one. Each batch
+    /// handed out must be written, and [`on_segments_written`] called for
+    /// it, in the order they were handed out; publishing the table after
+    /// each (or after several) is the driver's business, but never before
+    /// the write completed.
+    ///
+    /// [`on_segments_written`]: Self::on_segments_written
+    pub fn write_ahead(&mut self) -> Option<Batch> {
+        let m = self.msg.as_ref()?;
+        if m.acked >= m.segments {
+            return None;
+        }
+        let b = self.next_batch()?;
+        self.pending.push_back(b.clone());
+        Some(b)
+    }
+
+    /// Batches handed out and not yet written.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether written segments wait to be published.
+    pub fn unpublished(&self) -> bool {
+        self.unpublished
+    }
+
+    /// The batch following the pending ones, if the window allows.
+    fn next_batch(&self) -> Option<Batch> {
+        let m = self.msg.as_ref()?;
+        let ahead: u64 = self.pending.iter().map(|b| u64::from(b.count())).sum();
+        let start = m.written + ahead;
+        let first_seq = self.next_seq + ahead;
         let n = self.cfg.n();
         let window_end = (m.acked + n).min(m.segments);
-        if m.written >= window_end {
-            return WriterAction::WaitForAck;
+        if start >= window_end {
+            return None;
         }
-        let idx = m.written % n;
-        let count = (window_end - m.written)
+        let idx = start % n;
+        let count = (window_end - start)
             .min(u64::from(self.cfg.batch))
             .min(n - idx);
         let p = self.cfg.p();
         let flag = self.cfg.role.flag();
         let segments = (0..count)
             .map(|j| {
-                let pos = m.written + j;
+                let pos = start + j;
                 let offset = pos * p;
                 let last = pos + 1 == m.segments;
                 Segment {
                     index: (idx + j) as u32,
-                    seq: self.next_seq + j,
+                    seq: first_seq + j,
                     offset,
                     len: (m.len - offset).min(p) as u32,
                     flags: if last { flag | FLG_LAST } else { flag },
@@ -479,15 +526,14 @@ impl Writer {
                 }
             })
             .collect();
-        let b = Batch { segments };
-        self.pending = Some(b.clone());
-        WriterAction::WriteSegments(b)
+        Some(Batch { segments })
     }
 
-    /// The segments of the last [`WriterAction::WriteSegments`] are on disk:
-    /// records them in the data halves of `table`.
+    /// The segments of the oldest batch handed out
+    /// ([`WriterAction::WriteSegments`], [`write_ahead`](Self::write_ahead))
+    /// are on disk: records them in the data halves of `table`.
     pub fn on_segments_written(&mut self, table: &mut TableImage) {
-        let Some(b) = self.pending.take() else {
+        let Some(b) = self.pending.pop_front() else {
             return;
         };
         for s in &b.segments {
@@ -513,7 +559,7 @@ impl Writer {
     /// [`WriterAction::WriteSegments`] and [`Writer::on_segments_written`]
     /// (it then does nothing).
     pub fn on_peer_acks(&mut self, peer: &[PtrChunk]) -> Result<bool, MachineError> {
-        if self.pending.is_some() {
+        if !self.pending.is_empty() {
             return Ok(false);
         }
         let Some(m) = &mut self.msg else {
@@ -693,13 +739,53 @@ impl Reader {
         if self.must_publish || self.pending_acks >= self.cfg.batch {
             return Ok(ReaderAction::PublishTable);
         }
+        let segments = self.scan(peer, self.pos, self.want)?;
+        if !segments.is_empty() {
+            Ok(ReaderAction::ReadSegments(Batch { segments }))
+        } else if self.pending_acks > 0 {
+            Ok(ReaderAction::PublishTable)
+        } else {
+            Ok(ReaderAction::Wait)
+        }
+    }
+
+    /// For a driver that reads ahead: the batch `peer` already holds after
+    /// `after` (the batch of the last [`ReaderAction::ReadSegments`], not
+    /// yet passed to [`on_segment`](Self::on_segment)), assuming every
+    /// segment of `after` is accepted: what `next_action` would return to
+    /// read next. `None` when `after` ends its message, is not the batch
+    /// the reader expects, or nothing valid follows it yet. Reading it
+    /// early is only an optimisation: its segments still go through
+    /// `next_action` and `on_segment` (which ignores them if `after` was
+    /// not accepted in full).
+    pub fn read_ahead(&self, peer: &[PtrChunk], after: &Batch) -> Option<Batch> {
+        let first = after.segments.first()?;
+        let last = after.segments.last()?;
+        if last.is_last()
+            || u64::from(first.index) != self.pos % self.cfg.n()
+            || !self.want.matches(first.seq)
+        {
+            return None;
+        }
+        let pos = self.pos + u64::from(after.count());
+        let segments = self.scan(peer, pos, Want::Exact(last.seq + 1)).ok()?;
+        (!segments.is_empty()).then_some(Batch { segments })
+    }
+
+    /// The valid segments `peer` holds from message position `pos` on (at
+    /// most a batch, no wrap), the first matching `want`.
+    fn scan(
+        &self,
+        peer: &[PtrChunk],
+        pos: u64,
+        mut want: Want,
+    ) -> Result<Vec<Segment>, MachineError> {
         let n = self.cfg.n();
-        let idx = self.pos % n;
+        let idx = pos % n;
         let max = u64::from(self.cfg.batch).min(n - idx);
         let peer_flag = self.cfg.role.peer().flag();
         let req_id = req_id_of(self.messages);
         let p = self.cfg.p();
-        let mut want = self.want;
         let mut segments = Vec::new();
         for j in 0..max {
             let index = (idx + j) as u32;
@@ -729,7 +815,7 @@ impl Reader {
             segments.push(Segment {
                 index,
                 seq,
-                offset: (self.pos + j) * p,
+                offset: (pos + j) * p,
                 len: e.ptr_len,
                 flags: e.ptr_process_segment_flg,
                 req_id,
@@ -739,13 +825,7 @@ impl Reader {
                 break;
             }
         }
-        if !segments.is_empty() {
-            Ok(ReaderAction::ReadSegments(Batch { segments }))
-        } else if self.pending_acks > 0 {
-            Ok(ReaderAction::PublishTable)
-        } else {
-            Ok(ReaderAction::Wait)
-        }
+        Ok(segments)
     }
 
     /// The result of verifying `seg` (from the last

@@ -555,7 +555,7 @@ struct Forger {
     entries: HashMap<u64, (u32, u32)>,
     seg_bytes: usize,
     attack: Attack,
-    history: Vec<Old>,
+    history: Arc<Mutex<Vec<Old>>>,
     fired: Arc<AtomicU32>,
 }
 
@@ -582,7 +582,7 @@ impl Forger {
             entries,
             seg_bytes: rig.seg_bytes(),
             attack,
-            history: Vec::new(),
+            history: Arc::default(),
             fired: Arc::clone(&fired),
         };
         (f, fired)
@@ -629,6 +629,8 @@ impl Forger {
 
     fn older(&self, p: &Parsed) -> Option<Old> {
         self.history
+            .lock()
+            .unwrap()
             .iter()
             .rev()
             .find(|o| o.index == p.index && o.len == p.hdr.len && o.seq < p.hdr.seg_seq)
@@ -712,7 +714,7 @@ impl BlockDevice for Forger {
             self.fired.fetch_add(1, Ordering::SeqCst);
         }
         for p in &parsed {
-            self.history.push(Old {
+            self.history.lock().unwrap().push(Old {
                 index: p.index,
                 seq: p.hdr.seg_seq,
                 len: p.hdr.len,
@@ -724,8 +726,18 @@ impl BlockDevice for Forger {
     fn flush(&mut self) -> Result<(), fts_blockdev::Error> {
         self.inner.flush()
     }
+    /// Another handle that forges the same way, sharing what was written
+    /// (the ring driver writes segments through its own handle).
     fn reopen(&self) -> Result<Box<dyn BlockDevice>, fts_blockdev::Error> {
-        self.inner.reopen()
+        Ok(Box::new(Forger {
+            inner: self.inner.reopen()?,
+            layout_id: self.layout_id,
+            entries: self.entries.clone(),
+            seg_bytes: self.seg_bytes,
+            attack: self.attack,
+            history: self.history.clone(),
+            fired: self.fired.clone(),
+        }))
     }
     fn location(&self) -> &str {
         self.inner.location()
@@ -851,7 +863,13 @@ impl BlockDevice for SeqLog {
         self.inner.flush()
     }
     fn reopen(&self) -> Result<Box<dyn BlockDevice>, fts_blockdev::Error> {
-        self.inner.reopen()
+        Ok(Box::new(SeqLog {
+            inner: self.inner.reopen()?,
+            layout_id: self.layout_id,
+            entries: self.entries.clone(),
+            seg_bytes: self.seg_bytes,
+            seqs: self.seqs.clone(),
+        }))
     }
     fn location(&self) -> &str {
         self.inner.location()

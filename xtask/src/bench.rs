@@ -696,7 +696,9 @@ impl Bench<'_> {
             cgroup: None,
             extra: Vec::new(),
         };
-        let said = fts.format(&[])?;
+        // 16 streams and the server's registration entry; the geometry is
+        // otherwise what `format` chooses by itself.
+        let said = fts.format(&["--max-connections", "17"])?;
         eprintln!("bench: {p}: {}", said.replace('\n', "\n        "));
         let root = self.work.join(format!("{p}-root"));
         let serve = fts.serve(

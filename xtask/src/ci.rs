@@ -1,6 +1,7 @@
 //! `cargo xtask ci [--quick]`: everything CI checks, in order, failing fast:
 //! setup, fmt, clippy, tests, doctests, fuzz, a crash campaign of 50
-//! SIGKILLs, the multi-host rig on namespaces and on VMs (`FTS_CI_HIL=0` / `FTS_CI_HIL_VM=0` skip them).
+//! SIGKILLs, the multi-host rig on namespaces and on VMs (`FTS_CI_HIL=0` / `FTS_CI_HIL_VM=0` skip them),
+//! and `cargo xtask bench --quick` (`FTS_CI_BENCH=0` skips it).
 //! `.ci/run` runs exactly this.
 //!
 //! Tests that need a component the machine lacks skip through `hil::skip`
@@ -165,6 +166,16 @@ fn run_steps(steps: &mut util::Steps, quick: bool, skip_log: &Path) -> Result<()
         } else {
             steps.skip("hil --vm", "skipped by --quick or FTS_CI_HIL_VM=0");
         }
+    }
+    // The bench's short run: every limit, peer and fts figure still
+    // measures (a failing figure is reported in its row, not fatal);
+    // speed goals are read from its table, never asserted here.
+    if quick || std::env::var("FTS_CI_BENCH").as_deref() == Ok("0") {
+        steps.skip("bench --quick", "skipped by --quick or FTS_CI_BENCH=0");
+    } else {
+        steps.step("bench --quick", || {
+            crate::bench::cmd(&["--quick".to_string()])
+        })?;
     }
     Ok(())
 }

@@ -29,7 +29,8 @@ Commands:
                                 --fuzz adds g++ and cargo-fuzz; --bench adds fio,
                                 openssh-server, rsync and libiscsi-bin.
   ci [--quick]                  The full CI run (what .ci/run executes): setup, fmt,
-                                clippy, tests, fuzz smoke run, hil. --quick skips fuzz.
+                                clippy, tests, fuzz smoke run, hil, bench --quick.
+                                --quick skips fuzz, hil --vm and the bench.
   bindgen                       Regenerate the committed bindgen output with a pinned
                                 bindgen-cli (0.72.1).
   fuzz [TARGET] [--time SECS] [--keep-corpus] [--seed-corpus]
@@ -56,6 +57,7 @@ Commands:
 
 Environment:
   FTS_CI_HIL=0                  Make `ci` skip the hil step.
+  FTS_CI_BENCH=0                Make `ci` skip `bench --quick`.
 ";
 
 fn main() -> ExitCode {

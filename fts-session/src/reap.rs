@@ -84,6 +84,8 @@ pub struct Reaper {
     timeout: Duration,
     every: Duration,
     last: Option<Instant>,
+    /// When the previous pass finished reading the table.
+    seen: Option<Instant>,
     watches: HashMap<u32, Watch>,
     reported: HashMap<u32, [u8; 32]>,
 }
@@ -152,9 +154,17 @@ impl Reaper {
             timeout,
             every: (timeout / 4).max(Duration::from_millis(10)),
             last: None,
+            seen: None,
             watches: HashMap::new(),
             reported: HashMap::new(),
         }
+    }
+
+    /// A gap between passes (or a pass) longer than this means we were not
+    /// watching: half a lease timeout, plus slack for the callers' own
+    /// polling cadence.
+    fn blind_after(&self) -> Duration {
+        self.timeout / 2 + Duration::from_millis(100)
     }
 
     /// How long a slot must stay unchanged to be freed.
@@ -174,10 +184,22 @@ impl Reaper {
         if self.last.is_some_and(|t| t.elapsed() < self.every) {
             return Ok(Vec::new());
         }
-        self.last = Some(Instant::now());
+        let started = Instant::now();
+        self.last = Some(started);
         let mut out = Vec::new();
         let mut due = Vec::new();
         let slots = shared.read_slots()?;
+        // Silence is only evidence while we were watching. If we could not
+        // look for a while (our own I/O blocked, e.g. behind a dead host's
+        // reservation that blocked everyone's writes, or this process was
+        // stopped), every slot's clock starts again now: what we missed
+        // may have been others' writes just as blocked as ours.
+        if self.seen.is_none_or(|t| t.elapsed() > self.blind_after()) {
+            let now = Instant::now();
+            for w in self.watches.values_mut() {
+                w.since = now;
+            }
+        }
         let in_use: Vec<u32> = slots
             .iter()
             .filter(|s| !matches!(s, Slot::Entry(e) if e.is_free()))
@@ -209,6 +231,16 @@ impl Reaper {
                 due.push((slot, fp, w.since.elapsed()));
             }
         }
+        // A pass that itself took long (reads held up) saw nothing for a
+        // while either.
+        if started.elapsed() > self.blind_after() {
+            let now = Instant::now();
+            for w in self.watches.values_mut() {
+                w.since = now;
+            }
+            due.clear();
+        }
+        self.seen = Some(Instant::now());
         if due.is_empty() {
             return Ok(out);
         }

@@ -120,9 +120,6 @@ pub struct ServeOptions {
 /// Hashing and flushing budget: 1 s per this many bytes.
 const WORK_BYTES_PER_SEC: u64 = 16 << 20;
 
-/// How often the server's accept loop looks for dead entries.
-const REAP_EVERY: Duration = Duration::from_millis(250);
-
 /// How often the peer's lease is read while waiting.
 const LEASE_POLL: Duration = Duration::from_millis(50);
 
@@ -1775,7 +1772,6 @@ pub fn serve(
     ));
     let mut poller = Poller::new(Duration::from_millis(30));
     let mut reaper = crate::Reaper::new(shared);
-    let mut last_reap = Instant::now() - REAP_EVERY;
     let served = std::thread::scope(|scope| -> Result<(), Error> {
         while !stop.load(Ordering::Relaxed) {
             // The name is no longer ours (we were presumed dead and it was
@@ -1785,15 +1781,11 @@ pub fn serve(
                 break;
             }
             // Free what dead connections left behind and report damaged
-            // entries once; neither stops the server. Every quarter
-            // second is plenty for a lease timeout of seconds, and keeps
-            // an idle server's polling for requests cheap.
-            if last_reap.elapsed() >= REAP_EVERY {
-                match reaper.scan(shared, lock.as_mut(), lock_timeout) {
-                    Ok(events) => events.into_iter().for_each(|r| log(r.to_string())),
-                    Err(e) => log(format!("reclaiming dead entries: {e}")),
-                }
-                last_reap = Instant::now();
+            // entries once; neither stops the server. (The reaper samples
+            // every quarter lease timeout at most.)
+            match reaper.scan(shared, lock.as_mut(), lock_timeout) {
+                Ok(events) => events.into_iter().for_each(|r| log(r.to_string())),
+                Err(e) => log(format!("reclaiming dead entries: {e}")),
             }
             let pending = pending_for(shared, &me.name)?;
             if pending.is_empty() {

@@ -239,3 +239,42 @@ fn concurrent_claims_never_share_an_entry() {
     names.sort();
     assert_eq!(names, (0..8).map(|i| format!("c{i}")).collect::<Vec<_>>());
 }
+
+/// A reaper that could not look for a while (its reads were held up, or
+/// its process stopped) does not count that gap as the slots' silence:
+/// a slot is freed only after a lease timeout watched without a gap.
+#[test]
+fn a_reaper_that_was_not_watching_does_not_count_the_gap_as_silence() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("d.img");
+    format_with(&p, 2, 400, 100);
+    let (mut s, mut lock) = open(&p);
+    // A claim whose initiator never beats: dead from the start.
+    let c = claim(&mut s, &mut lock, &id("ghost"), "srv", T).unwrap();
+    let mut reaper = Reaper::new(&s);
+    assert!(reaper.scan(&mut s, &mut lock, T).unwrap().is_empty());
+    // Not watching for two lease timeouts.
+    std::thread::sleep(Duration::from_millis(800));
+    let after_gap = reaper.scan(&mut s, &mut lock, T).unwrap();
+    assert!(
+        !after_gap.iter().any(|r| matches!(r, Reaped::Freed { .. })),
+        "freed right after a gap in watching: {after_gap:?}"
+    );
+    assert!(!s.read_entry(c.slot).unwrap().is_free());
+    // Watching steadily, it is freed after one more lease timeout.
+    let t0 = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let r = reaper.scan(&mut s, &mut lock, T).unwrap();
+        if r.iter().any(|r| matches!(r, Reaped::Freed { .. })) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "never freed");
+    }
+    assert!(
+        t0.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(s.read_entry(c.slot).unwrap().is_free());
+}

@@ -194,7 +194,7 @@ impl Reaper {
         // reservation that blocked everyone's writes, or this process was
         // stopped), every slot's clock starts again now: what we missed
         // may have been others' writes just as blocked as ours.
-        if self.seen.is_none_or(|t| t.elapsed() > self.blind_after()) {
+        if self.seen.map_or(true, |t| t.elapsed() > self.blind_after()) {
             let now = Instant::now();
             for w in self.watches.values_mut() {
                 w.since = now;

@@ -238,6 +238,11 @@ fn unknown_server_times_out_clearly() {
     let o = rig.client("c", &["dir", "nobody", "--timeout", "0.5"]);
     assert_eq!(o.status.code(), Some(9), "{}", text(&o));
     assert!(text(&o).contains("nobody"), "{}", text(&o));
+    assert!(
+        text(&o).contains("no server of that name is registered"),
+        "{}",
+        text(&o)
+    );
     let conns = rig.connections();
     assert_eq!(conns.len(), 0, "the claimed entry was freed");
 }

@@ -268,10 +268,22 @@ pub fn wait_accepted_entry(
         }
         if !backoff.wait() {
             close(shared, lock, claim, lock_timeout)?;
+            let hint = match crate::registered(shared, peer) {
+                Ok(None) => format!(
+                    "; no server of that name is registered on {} (is `fts serve -n {peer}` running on this device?)",
+                    shared.location()
+                ),
+                Ok(Some(r)) => format!(
+                    "; a server of that name is registered ({}) but did not answer: busy, stopped or dead",
+                    r.holder(now_ns())
+                ),
+                Err(_) => String::new(),
+            };
             return Err(Error::NoConnector {
                 name: peer.to_string(),
                 slot: claim.slot,
                 waited: start.elapsed(),
+                hint,
             });
         }
     }

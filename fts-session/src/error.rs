@@ -29,7 +29,7 @@ pub enum Error {
         max: u32,
     },
     /// No connector with that name accepted in time; the claimed entry was freed.
-    #[error("no fts server named {name:?} accepted the connection within {waited:?} (Process Id Table entry {slot} released)")]
+    #[error("no fts server named {name:?} accepted the connection within {waited:?} (Process Id Table entry {slot} released){hint}")]
     NoConnector {
         /// The requested connector.
         name: String,
@@ -37,6 +37,9 @@ pub enum Error {
         slot: u32,
         /// How long we waited.
         waited: Duration,
+        /// What the table says about such a server, e.g. "; no server of
+        /// that name is registered on the device", or empty.
+        hint: String,
     },
     /// The connector refused the request.
     #[error("fts server {name:?} refused the connection (status {rc})")]

@@ -56,6 +56,10 @@ use crate::seal::{SealError, SealKeys, Sealer, SegmentContext};
 
 const CHUNKS_PER_LB: usize = LB / RECORD_SIZE;
 
+/// LBs of a pointer table at most (65,535 entries, 15 per 512-byte chunk).
+const MAX_TABLE_LBS: usize =
+    (65_535usize.div_ceil(fts_layout::ENTRIES_PER_CHUNK)).div_ceil(CHUNKS_PER_LB);
+
 /// Everything that can go wrong moving a message through a ring.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -228,19 +232,35 @@ impl MessageSource for std::fs::File {
     }
 }
 
-/// Adaptive waiting: a few spins, then yields, then sleeps doubling up to a
-/// maximum; [`reset`](Poller::reset) on progress.
+/// Adaptive waiting: hot right after progress (spins, then yields, for at
+/// most [`hot`](Poller::hot): the peer's answer usually comes within a
+/// few of its I/Os), then sleeps doubling up to a maximum, so that an idle
+/// connection costs next to nothing; [`reset`](Poller::reset) on progress.
+/// The hot phase is bounded in time, not only in waits: each wait follows
+/// a poll, an I/O, whose cost differs by device and by what is polled.
+/// After [`idle_after`](Poller::idle_after) without progress the sleeps
+/// grow to [`idle_sleep`](Poller::idle_sleep): every poll is an I/O (and
+/// on a virtual machine an exit), so an idle connection polled every few
+/// milliseconds costs a few percent of a core; the first message after a
+/// pause then waits for at most one such sleep.
 #[derive(Debug, Clone)]
 pub struct Poller {
     /// Waits that only spin.
     pub spins: u32,
     /// Waits that yield the CPU after the spins.
     pub yields: u32,
+    /// How long after progress waiting may stay hot (spins and yields).
+    pub hot: Duration,
     /// First sleep.
     pub min_sleep: Duration,
-    /// Longest sleep.
+    /// Longest sleep while the connection is busy.
     pub max_sleep: Duration,
+    /// Time without progress after which the connection counts as idle.
+    pub idle_after: Duration,
+    /// Sleep once idle (never shorter than `max_sleep`).
+    pub idle_sleep: Duration,
     idle: u32,
+    since: Option<Instant>,
     sleep: Duration,
 }
 
@@ -257,9 +277,13 @@ impl Poller {
         Poller {
             spins: 64,
             yields: 16,
+            hot: Duration::from_millis(2),
             min_sleep,
             max_sleep,
+            idle_after: Duration::from_secs(1),
+            idle_sleep: Duration::from_millis(25),
             idle: 0,
+            since: None,
             sleep: min_sleep,
         }
     }
@@ -267,17 +291,23 @@ impl Poller {
     /// Progress was made: wait briefly again.
     pub fn reset(&mut self) {
         self.idle = 0;
+        self.since = None;
         self.sleep = self.min_sleep;
     }
 
     /// Waits once.
     pub fn wait(&mut self) {
-        if self.idle < self.spins {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        let elapsed = since.elapsed();
+        let hot = elapsed < self.hot;
+        if hot && self.idle < self.spins {
             for _ in 0..64 {
                 std::hint::spin_loop();
             }
-        } else if self.idle < self.spins.saturating_add(self.yields) {
+        } else if hot && self.idle < self.spins.saturating_add(self.yields) {
             std::thread::yield_now();
+        } else if elapsed >= self.idle_after {
+            std::thread::sleep(self.idle_sleep.max(self.max_sleep));
         } else {
             std::thread::sleep(self.sleep);
             self.sleep = (self.sleep * 2).min(self.max_sleep);
@@ -397,10 +427,14 @@ impl Drop for IoWorker {
 /// Called while waiting; an error aborts the transfer.
 pub type Liveness<'d> = Box<dyn FnMut() -> Result<(), Error> + Send + 'd>;
 
-/// Called before every write into the slot (a batch of segments, the
-/// pointer table): `Err` (normally [`Error::Fenced`]) when this side no
-/// longer owns the slot, e.g. because it was stopped long enough for the
-/// slot to be reclaimed and reused. The write is then not made.
+/// Called before writes into the slot (a batch of segments, the pointer
+/// table) whenever the last call is older than 20 ms (`FENCE_FRESH`) when
+/// the write is issued: `Err` (normally [`Error::Fenced`]) when this side
+/// no longer owns the slot, e.g. because it was stopped long enough for
+/// the slot to be reclaimed and reused. The write is then not made. (A
+/// slot is reclaimed only after its owner's lease went stale for far
+/// longer; checking before every write cost an I/O per write, most of a
+/// request's latency.)
 pub type Fence<'d> = Box<dyn FnMut() -> Result<(), Error> + Send + 'd>;
 
 /// How old a fence check may be when a write is issued before it is
@@ -734,7 +768,8 @@ impl<'d> RingPort<'d> {
                     self.writer.on_published();
                 }
                 WriterAction::WaitForAck => {
-                    self.read_peer()?;
+                    let (first, count) = self.writer.unacknowledged();
+                    self.read_peer(first, count.max(1))?;
                     let progress = self
                         .writer
                         .on_peer_acks(&self.peer)
@@ -782,7 +817,9 @@ impl<'d> RingPort<'d> {
         let mut stale = true;
         loop {
             if stale {
-                self.read_peer()?;
+                // What next_action and read_ahead look at.
+                let first = self.reader.expect().index;
+                self.read_peer(first, 2 * self.geo.batch)?;
             }
             let action = self
                 .reader
@@ -953,7 +990,7 @@ impl<'d> RingPort<'d> {
         let mut buf = self.take_buf()?;
         let ready = self.fill_batch(msg, &b, len, &mut buf).and_then(|total| {
             let offset = self.seg_offset(self.role, b.first_index())?;
-            self.check_fence()?;
+            self.fence_fresh()?;
             Ok((offset, total))
         });
         let (offset, total) = match ready {
@@ -1140,7 +1177,6 @@ impl<'d> RingPort<'d> {
 
     /// Writes the LBs holding dirty chunks.
     fn publish(&mut self, mode: WriteMode) -> Result<(), Error> {
-        self.check_fence()?;
         let chunks = self.table.chunk_count() as usize;
         let mut dirty_lbs = vec![false; self.geo.ptr_table_lbs as usize];
         for run in self.table.dirty_runs() {
@@ -1191,37 +1227,83 @@ impl<'d> RingPort<'d> {
         Ok(())
     }
 
-    /// Reads and decodes the peer's whole table into `self.peer`. A chunk
-    /// that fails validation is read again (with liveness checks) for up
-    /// to [`CORRUPT_TABLE_PATIENCE`]: a transient read error, or a damaged
-    /// table that the peer rewrites when it stalls ([`Self::idle`]), must
-    /// not end the connection. Only damage that lasts is an error.
-    fn read_peer(&mut self) -> Result<(), Error> {
+    /// Reads and decodes the part of the peer's table holding its ring
+    /// entries `first`, `first + 1`, … (`count` of them, wrapping) into
+    /// `self.peer`; the whole table the first time. Polling reads one LB
+    /// instead of the whole table.
+    ///
+    /// A chunk that fails validation is read again (with liveness checks)
+    /// for up to [`CORRUPT_TABLE_PATIENCE`]: a transient read error, or a
+    /// damaged table that the peer rewrites when it stalls
+    /// ([`Self::idle`]), must not end the connection. Only damage that
+    /// lasts is an error.
+    fn read_peer(&mut self, first: u32, count: u32) -> Result<(), Error> {
+        let lbs = self.geo.ptr_table_lbs as usize;
+        let chunks = self.geo.chunks_per_table as usize;
+        let n = self.geo.ring_entries;
+        let mut want = [self.peer.len() != chunks; MAX_TABLE_LBS];
+        let lbs = lbs.min(MAX_TABLE_LBS);
+        if self.peer.len() == chunks {
+            for k in 0..count.min(n) {
+                let c = ((first + k) % n) as usize / fts_layout::ENTRIES_PER_CHUNK;
+                if let Some(w) = want.get_mut(c / CHUNKS_PER_LB) {
+                    *w = true;
+                }
+            }
+        } else {
+            self.peer = vec![PtrChunk::default(); chunks];
+        }
         let peer = self.role.peer();
-        let offset = self.geo.table_lb(self.slot, peer) * LB as u64;
+        let base = self.geo.table_lb(self.slot, peer) * LB as u64;
         let mut first_failure: Option<Instant> = None;
         loop {
-            let err = self.io_err("read pointer table", format!("{peer} table"), offset);
-            self.dev.read_at(offset, &mut self.peer_buf).map_err(err)?;
-            let mut chunks = Vec::with_capacity(self.geo.chunks_per_table as usize);
             let mut bad = None;
-            for c in 0..self.geo.chunks_per_table {
-                let at = c as usize * RECORD_SIZE;
-                let rec = &self.peer_buf[at..at + RECORD_SIZE];
-                match PtrChunk::decode(rec, Expect::exact(self.layout_id, c)) {
-                    Ok(chunk) => chunks.push(chunk),
-                    Err(source) => {
-                        bad = Some((c, source));
-                        break;
+            let mut lb = 0;
+            while lb < lbs {
+                if !want[lb] {
+                    lb += 1;
+                    continue;
+                }
+                let start = lb;
+                while lb < lbs && want[lb] {
+                    lb += 1;
+                }
+                let offset = base + (start * LB) as u64;
+                let r = self
+                    .dev
+                    .read_at(offset, &mut self.peer_buf[start * LB..lb * LB]);
+                // (The error's text is only made when it is needed: this
+                // is the polling loop.)
+                if let Err(e) = r {
+                    return Err(self.io_err(
+                        "read pointer table",
+                        format!("{peer} table"),
+                        offset,
+                    )(e));
+                }
+                let cs = start * CHUNKS_PER_LB..(lb * CHUNKS_PER_LB).min(chunks);
+                for c in cs {
+                    let at = c * RECORD_SIZE;
+                    let rec = &self.peer_buf[at..at + RECORD_SIZE];
+                    match PtrChunk::decode(rec, Expect::exact(self.layout_id, c as u32)) {
+                        Ok(chunk) => self.peer[c] = chunk,
+                        Err(source) => {
+                            bad = Some((c as u32, source));
+                            break;
+                        }
                     }
+                }
+                if bad.is_some() {
+                    break;
                 }
             }
             let Some((chunk, source)) = bad else {
-                self.peer = chunks;
                 return Ok(());
             };
             let since = *first_failure.get_or_insert_with(Instant::now);
             if since.elapsed() >= CORRUPT_TABLE_PATIENCE {
+                // Read in full next time.
+                self.peer.clear();
                 return Err(Error::CorruptTable {
                     slot: self.slot,
                     role: peer,
@@ -1269,7 +1351,6 @@ impl<'d> RingPort<'d> {
     ) -> Result<(), Error> {
         let mut buf = self.take_buf()?;
         let r = self.fill_batch(msg, b, len, &mut buf).and_then(|total| {
-            self.check_fence()?;
             let offset = self.seg_offset(self.role, b.first_index())?;
             let err = self.io_err(
                 "write segments",

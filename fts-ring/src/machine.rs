@@ -484,6 +484,18 @@ impl Writer {
         Some(b)
     }
 
+    /// The ring entries whose acknowledgement the writer waits for: the
+    /// first index and how many (wrapping); `(0, 0)` without a message.
+    pub fn unacknowledged(&self) -> (u32, u32) {
+        match &self.msg {
+            Some(m) => (
+                (m.acked % self.cfg.n()) as u32,
+                (m.written - m.acked).min(self.cfg.n()) as u32,
+            ),
+            None => (0, 0),
+        }
+    }
+
     /// Batches handed out and not yet written.
     pub fn in_flight(&self) -> usize {
         self.pending.len()

@@ -52,7 +52,7 @@ use crate::machine::{
     Batch, MachineError, MessageInfo, Reader, ReaderAction, RingConfig, Segment, SegmentOutcome,
     TableImage, Writer, WriterAction,
 };
-use crate::seal::{SealError, SealKeys, Sealer, SegmentContext};
+use crate::seal::{Opener, SealError, SealKeys, Sealer, SegmentContext};
 
 const CHUNKS_PER_LB: usize = LB / RECORD_SIZE;
 
@@ -339,6 +339,8 @@ struct IoReq {
     /// comes (the process was stopped) is not made: the caller checks
     /// the fence again and makes it itself.
     fenced_at: Option<Instant>,
+    /// For a read ahead: check (and open) its segments here too.
+    check: Option<(Checker, Vec<(Segment, SegmentContext)>)>,
 }
 
 enum IoResult {
@@ -352,6 +354,85 @@ enum IoResult {
 struct IoDone {
     buf: AlignedBuf,
     result: IoResult,
+    /// What the check of each segment found, when asked for.
+    verdicts: Option<Vec<Verdict>>,
+}
+
+/// What checking a segment read from the peer found: intact and current
+/// (and opened, when sealed), and if not, whether it failed the sealing.
+#[derive(Debug, Clone, Copy)]
+struct Verdict {
+    ok: bool,
+    refusal: Option<&'static str>,
+}
+
+/// Checks segments read from the peer: header, payload CRC, sealing. The
+/// same code runs on the caller's thread and, for batches read ahead, on
+/// the I/O thread; its verdicts then go with the buffer to the reader
+/// machine, which alone decides what reaches the sink.
+#[derive(Debug, Clone)]
+struct Checker {
+    layout_id: u64,
+    generation: u64,
+    slot: u32,
+    seg_bytes: usize,
+    tag: usize,
+    opener: Option<Arc<Opener>>,
+}
+
+impl Checker {
+    /// Checks the `j`-th segment of a batch in `buf`, opening it in place
+    /// when it authenticates.
+    fn check(&self, buf: &mut [u8], j: usize, s: &Segment, ctx: &SegmentContext) -> Verdict {
+        let want_seal = if self.opener.is_some() {
+            SEAL_AES256GCM
+        } else {
+            SEAL_NONE
+        };
+        let base = j * self.seg_bytes;
+        let len = s.len as usize;
+        let Some(seg) = buf.get_mut(base..base + SEG_HDR_SIZE + len + self.tag) else {
+            return Verdict {
+                ok: false,
+                refusal: None,
+            };
+        };
+        let (hdr, rest) = seg.split_at_mut(SEG_HDR_SIZE);
+        // Damage (CRC) first; then the sealing, which only a segment
+        // that arrived intact can fail: a wrong key or a forgery.
+        let mut refusal = None;
+        let mut ok = match SegHeader::decode(hdr, Expect::exact(self.layout_id, ctx.segment)) {
+            Ok(h) => {
+                let current = h.seg_seq == s.seq
+                    && h.generation == self.generation
+                    && h.req_id == s.req_id
+                    && h.flags == s.flags
+                    && h.len == s.len
+                    && h.slot == self.slot;
+                if current && h.seal != want_seal {
+                    // The header has its own CRC: this is what the
+                    // writer meant (and its payload CRC covers a body
+                    // of another length, so it would not match).
+                    refusal = Some(if want_seal == SEAL_NONE {
+                        UNEXPECTED_SEAL
+                    } else {
+                        NOT_SEALED
+                    });
+                }
+                current && h.payload_crc == crc32c::crc32c(rest)
+            }
+            Err(_) => false,
+        };
+        if ok && refusal.is_none() {
+            if let Some(opener) = &self.opener {
+                if opener.open(ctx, rest).is_err() {
+                    refusal = Some(BAD_TAG);
+                }
+            }
+        }
+        ok &= refusal.is_none();
+        Verdict { ok, refusal }
+    }
 }
 
 /// What the caller remembers of an I/O handed to the I/O thread.
@@ -399,7 +480,21 @@ impl IoWorker {
                             Err(e) => IoResult::Failed(e),
                         }
                     };
-                    if done.send(IoDone { buf: r.buf, result }).is_err() {
+                    let verdicts = match (&result, r.check.take()) {
+                        (IoResult::Done, Some((checker, segs))) => Some(
+                            segs.iter()
+                                .enumerate()
+                                .map(|(j, (s, ctx))| checker.check(&mut r.buf, j, s, ctx))
+                                .collect(),
+                        ),
+                        _ => None,
+                    };
+                    let d = IoDone {
+                        buf: r.buf,
+                        result,
+                        verdicts,
+                    };
+                    if done.send(d).is_err() {
                         break;
                     }
                 }
@@ -481,6 +576,8 @@ pub struct RingPort<'d> {
     peer_buf: AlignedBuf,
     peer: Vec<PtrChunk>,
     sealer: Option<Sealer>,
+    /// The sealer's receiving cipher, shared with the I/O thread.
+    opener: Option<Arc<Opener>>,
     /// A message was sent or received: sealing can no longer change.
     used: bool,
     /// Peer segments in a row that failed the sealing.
@@ -588,6 +685,7 @@ impl<'d> RingPort<'d> {
             peer_buf,
             peer: Vec::new(),
             sealer: None,
+            opener: None,
             used: false,
             seal_failures: 0,
         })
@@ -621,6 +719,7 @@ impl<'d> RingPort<'d> {
         };
         self.writer = Writer::new(cfg).map_err(cfg_err)?;
         self.reader = Reader::new(cfg).map_err(cfg_err)?;
+        self.opener = Some(Arc::new(sealer.opener()));
         self.sealer = Some(sealer);
         Ok(())
     }
@@ -633,6 +732,18 @@ impl<'d> RingPort<'d> {
     /// Payload bytes per segment (16 fewer when sealed).
     pub fn payload_capacity(&self) -> usize {
         self.writer.config().payload_capacity
+    }
+
+    /// What checks the peer's segments.
+    fn checker(&self) -> Checker {
+        Checker {
+            layout_id: self.layout_id,
+            generation: self.generation,
+            slot: self.slot,
+            seg_bytes: self.geo.seg_lbs as usize * LB,
+            tag: self.tag_len(),
+            opener: self.opener.clone(),
+        }
     }
 
     /// Bytes after a segment's payload: the tag when sealed.
@@ -827,7 +938,7 @@ impl<'d> RingPort<'d> {
                 .map_err(|e| self.machine_err(e))?;
             match action {
                 ReaderAction::ReadSegments(b) => {
-                    let mut buf = self.fetch_batch(&b)?;
+                    let (mut buf, verdicts) = self.fetch_batch(&b)?;
                     if self.io.is_some() && self.inflight.is_empty() {
                         if let Some(next) = self.reader.read_ahead(&self.peer, &b) {
                             if let Err(e) = self.submit_read(next) {
@@ -836,7 +947,7 @@ impl<'d> RingPort<'d> {
                             }
                         }
                     }
-                    let r = self.verify_batch(&b, &mut buf, sink);
+                    let r = self.verify_batch(&b, &mut buf, verdicts, sink);
                     self.free.push(buf);
                     r?;
                     if let Some(info) = self.reader.take_completed() {
@@ -1007,13 +1118,20 @@ impl<'d> RingPort<'d> {
             len: total,
             buf,
             fenced_at,
+            check: None,
         };
         self.submit(req, b)
     }
 
     /// Hands the read of `b` (read ahead) to the I/O thread.
     fn submit_read(&mut self, b: Batch) -> Result<(), Error> {
-        let offset = self.seg_offset(self.role.peer(), b.first_index())?;
+        let peer = self.role.peer();
+        let offset = self.seg_offset(peer, b.first_index())?;
+        let segs = b
+            .segments
+            .iter()
+            .map(|s| (*s, self.seal_context(peer, s)))
+            .collect();
         let buf = self.take_buf()?;
         let req = IoReq {
             op: IoOp::Read,
@@ -1021,6 +1139,7 @@ impl<'d> RingPort<'d> {
             len: self.batch_bytes(&b),
             buf,
             fenced_at: None,
+            check: Some((self.checker(), segs)),
         };
         self.submit(req, b)
     }
@@ -1032,7 +1151,7 @@ impl<'d> RingPort<'d> {
         if self.inflight.is_empty() {
             return Ok(false);
         }
-        let Some(IoDone { buf, result }) = self.next_done(block)? else {
+        let Some(IoDone { buf, result, .. }) = self.next_done(block)? else {
             return Ok(false);
         };
         let Some(f) = self.inflight.pop_front() else {
@@ -1070,7 +1189,7 @@ impl<'d> RingPort<'d> {
 
     /// The buffer holding `b` as read from the device: the batch read
     /// ahead when it is `b`, else read now.
-    fn fetch_batch(&mut self, b: &Batch) -> Result<AlignedBuf, Error> {
+    fn fetch_batch(&mut self, b: &Batch) -> Result<(AlignedBuf, Option<Vec<Verdict>>), Error> {
         let peer = self.role.peer();
         let offset = self.seg_offset(peer, b.first_index())?;
         let total = self.batch_bytes(b);
@@ -1081,10 +1200,15 @@ impl<'d> RingPort<'d> {
         );
         if let Some(f) = self.inflight.front() {
             if f.batch == *b && matches!(f.op, IoOp::Read) && f.len == total {
-                if let Some(IoDone { buf, result }) = self.next_done(true)? {
+                if let Some(IoDone {
+                    buf,
+                    result,
+                    verdicts,
+                }) = self.next_done(true)?
+                {
                     self.inflight.pop_front();
                     match result {
-                        IoResult::Done => return Ok(buf),
+                        IoResult::Done => return Ok((buf, verdicts)),
                         IoResult::Failed(e) => {
                             self.free.push(buf);
                             return Err(err(e));
@@ -1100,7 +1224,7 @@ impl<'d> RingPort<'d> {
             self.free.push(buf);
             return Err(err(e));
         }
-        Ok(buf)
+        Ok((buf, None))
     }
 
     fn machine_err(&self, e: MachineError) -> Error {
@@ -1450,61 +1574,29 @@ impl<'d> RingPort<'d> {
         &mut self,
         b: &Batch,
         buf: &mut [u8],
+        verdicts: Option<Vec<Verdict>>,
         sink: &mut dyn FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), Error>
     where
         E: std::error::Error + Send + Sync + 'static,
     {
         let peer = self.role.peer();
-        let seg_bytes = self.geo.seg_lbs as usize * LB;
-        let tag = self.tag_len();
-        let want_seal = if self.sealer.is_some() {
-            SEAL_AES256GCM
-        } else {
-            SEAL_NONE
-        };
+        let checker = self.checker();
         for (j, s) in b.segments.iter().enumerate() {
-            let ctx = self.seal_context(peer, s);
-            let base = j * seg_bytes;
-            let len = s.len as usize;
-            let (hdr, rest) = buf[base..base + SEG_HDR_SIZE + len + tag].split_at_mut(SEG_HDR_SIZE);
-            // Damage (CRC) first; then the sealing, which only a segment
-            // that arrived intact can fail: a wrong key or a forgery.
-            let mut refusal = None;
-            let mut ok = match SegHeader::decode(hdr, Expect::exact(self.layout_id, ctx.segment)) {
-                Ok(h) => {
-                    let current = h.seg_seq == s.seq
-                        && h.generation == self.generation
-                        && h.req_id == s.req_id
-                        && h.flags == s.flags
-                        && h.len == s.len
-                        && h.slot == self.slot;
-                    if current && h.seal != want_seal {
-                        // The header has its own CRC: this is what the
-                        // writer meant (and its payload CRC covers a body
-                        // of another length, so it would not match).
-                        refusal = Some(if want_seal == SEAL_NONE {
-                            UNEXPECTED_SEAL
-                        } else {
-                            NOT_SEALED
-                        });
-                    }
-                    current && h.payload_crc == crc32c::crc32c(rest)
+            // Checked on the I/O thread when read ahead, else here.
+            let Verdict { ok, refusal } = match verdicts.as_ref().and_then(|v| v.get(j)) {
+                Some(v) => *v,
+                None => {
+                    let ctx = self.seal_context(peer, s);
+                    checker.check(buf, j, s, &ctx)
                 }
-                Err(_) => false,
             };
-            if ok && refusal.is_none() {
-                if let Some(sealer) = &self.sealer {
-                    if sealer.open(&ctx, rest).is_err() {
-                        refusal = Some(BAD_TAG);
-                    }
-                }
-            }
-            ok &= refusal.is_none();
+            let base = j * checker.seg_bytes + SEG_HDR_SIZE;
+            let len = s.len as usize;
             match self.reader.on_segment(&mut self.table, s, ok) {
                 SegmentOutcome::Accepted { .. } => {
                     self.seal_failures = 0;
-                    let payload = &rest[..len];
+                    let payload = &buf[base..base + len];
                     if !payload.is_empty() {
                         sink(payload).map_err(|e| Error::Sink {
                             source: Box::new(e),

@@ -249,6 +249,44 @@ impl Sealer {
     }
 }
 
+/// The receiving cipher alone, to open segments on another thread
+/// ([`Sealer::opener`]).
+pub(crate) struct Opener {
+    recv: Aes256Gcm,
+}
+
+impl fmt::Debug for Opener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Opener").finish_non_exhaustive()
+    }
+}
+
+impl Opener {
+    /// As [`Sealer::open`].
+    pub(crate) fn open(&self, ctx: &SegmentContext, body: &mut [u8]) -> Result<(), SealError> {
+        let len = ctx.len as usize;
+        if body.len() < len + SEAL_TAG_SIZE {
+            return Err(SealError::Short);
+        }
+        let (text, rest) = body.split_at_mut(len);
+        let tag = Tag::clone_from_slice(&rest[..SEAL_TAG_SIZE]);
+        let n = nonce(ctx.seq);
+        self.recv
+            .decrypt_in_place_detached(Nonce::from_slice(&n), &ctx.aad(), text, &tag)
+            .map_err(|_| SealError::Open)
+    }
+}
+
+impl Sealer {
+    /// A copy of the receiving cipher (its key schedule is zeroed on drop
+    /// like this one's).
+    pub(crate) fn opener(&self) -> Opener {
+        Opener {
+            recv: self.recv.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,7 +38,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -341,6 +341,8 @@ struct IoReq {
     fenced_at: Option<Instant>,
     /// For a read ahead: check (and open) its segments here too.
     check: Option<(Checker, Vec<(Segment, SegmentContext)>)>,
+    /// For a write: seal, checksum and head its segments here first.
+    finish: Option<(Finisher, Vec<(Segment, SegmentContext)>)>,
 }
 
 enum IoResult {
@@ -348,6 +350,8 @@ enum IoResult {
     StaleFence,
     /// Not made: the caller no longer wants it ([`RingPort::drain_io`]).
     Cancelled,
+    /// Not written: sealing segment `.0` failed.
+    Seal(u64, SealError),
     Failed(fts_blockdev::Error),
 }
 
@@ -364,6 +368,64 @@ struct IoDone {
 struct Verdict {
     ok: bool,
     refusal: Option<&'static str>,
+}
+
+/// Turns a batch whose payloads are in place into what is written: seals
+/// each payload in place (the plaintext never reaches the device),
+/// computes its CRC and writes its header. Runs on the I/O thread for
+/// batches written ahead (so sealing overlaps reading the source), else on
+/// the caller's; batches are finished in sequence order either way, under
+/// the one sealer and its nonce guard.
+#[derive(Debug, Clone)]
+struct Finisher {
+    layout_id: u64,
+    generation: u64,
+    slot: u32,
+    seg_bytes: usize,
+    tag: usize,
+    timestamp: u64,
+    sealer: Option<Arc<Mutex<Sealer>>>,
+}
+
+impl Finisher {
+    fn finish(
+        &self,
+        buf: &mut [u8],
+        segs: &[(Segment, SegmentContext)],
+    ) -> Result<(), (u64, SealError)> {
+        let mut sealer = match &self.sealer {
+            Some(m) => Some(m.lock().map_err(|_| (0, SealError::Short))?),
+            None => None,
+        };
+        for (j, (s, ctx)) in segs.iter().enumerate() {
+            let base = j * self.seg_bytes;
+            let end = base + SEG_HDR_SIZE + s.len as usize + self.tag;
+            let Some(seg) = buf.get_mut(base..end) else {
+                return Err((s.seq, SealError::Short));
+            };
+            let (hdr, body) = seg.split_at_mut(SEG_HDR_SIZE);
+            let seal = match sealer.as_mut() {
+                Some(sealer) => {
+                    sealer.seal(ctx, body).map_err(|e| (s.seq, e))?;
+                    SEAL_AES256GCM
+                }
+                None => SEAL_NONE,
+            };
+            let h = SegHeader {
+                seg_seq: s.seq,
+                generation: self.generation,
+                timestamp: self.timestamp,
+                len: s.len,
+                payload_crc: crc32c::crc32c(body),
+                slot: self.slot,
+                req_id: s.req_id,
+                flags: s.flags,
+                seal,
+            };
+            hdr.copy_from_slice(&h.encode(Stamp::new(self.layout_id, ctx.segment)));
+        }
+        Ok(())
+    }
 }
 
 /// Checks segments read from the peer: header, payload CRC, sealing. The
@@ -466,8 +528,18 @@ impl IoWorker {
             .name("fts-ring-io".into())
             .spawn(move || {
                 for mut r in requests {
+                    // Finished (sealed) first: a write whose fence check
+                    // went stale is then made as it is by the caller.
+                    let finished = match r.finish.take() {
+                        Some((f, segs)) if !cancelled.load(Ordering::Acquire) => {
+                            f.finish(&mut r.buf, &segs)
+                        }
+                        _ => Ok(()),
+                    };
                     let result = if cancelled.load(Ordering::Acquire) {
                         IoResult::Cancelled
+                    } else if let Err((seq, e)) = finished {
+                        IoResult::Seal(seq, e)
                     } else if r.fenced_at.is_some_and(|t| t.elapsed() > FENCE_FRESH) {
                         IoResult::StaleFence
                     } else {
@@ -575,7 +647,7 @@ pub struct RingPort<'d> {
     table_buf: AlignedBuf,
     peer_buf: AlignedBuf,
     peer: Vec<PtrChunk>,
-    sealer: Option<Sealer>,
+    sealer: Option<Arc<Mutex<Sealer>>>,
     /// The sealer's receiving cipher, shared with the I/O thread.
     opener: Option<Arc<Opener>>,
     /// A message was sent or received: sealing can no longer change.
@@ -720,7 +792,7 @@ impl<'d> RingPort<'d> {
         self.writer = Writer::new(cfg).map_err(cfg_err)?;
         self.reader = Reader::new(cfg).map_err(cfg_err)?;
         self.opener = Some(Arc::new(sealer.opener()));
-        self.sealer = Some(sealer);
+        self.sealer = Some(Arc::new(Mutex::new(sealer)));
         Ok(())
     }
 
@@ -1099,7 +1171,7 @@ impl<'d> RingPort<'d> {
         len: u64,
     ) -> Result<(), Error> {
         let mut buf = self.take_buf()?;
-        let ready = self.fill_batch(msg, &b, len, &mut buf).and_then(|total| {
+        let ready = self.load_batch(msg, &b, len, &mut buf).and_then(|total| {
             let offset = self.seg_offset(self.role, b.first_index())?;
             self.fence_fresh()?;
             Ok((offset, total))
@@ -1119,6 +1191,7 @@ impl<'d> RingPort<'d> {
             buf,
             fenced_at,
             check: None,
+            finish: Some((self.finisher(), self.write_contexts(&b))),
         };
         self.submit(req, b)
     }
@@ -1140,6 +1213,7 @@ impl<'d> RingPort<'d> {
             buf,
             fenced_at: None,
             check: Some((self.checker(), segs)),
+            finish: None,
         };
         self.submit(req, b)
     }
@@ -1180,6 +1254,7 @@ impl<'d> RingPort<'d> {
             }),
             (IoResult::StaleFence, IoOp::Read) => Ok(()),
             (IoResult::Cancelled, _) => Err(self.io_gone()),
+            (IoResult::Seal(seq, e), _) => Err(self.seal_err(seq, e)),
         };
         self.free.push(buf);
         r?;
@@ -1213,7 +1288,9 @@ impl<'d> RingPort<'d> {
                             self.free.push(buf);
                             return Err(err(e));
                         }
-                        IoResult::StaleFence | IoResult::Cancelled => self.free.push(buf),
+                        IoResult::StaleFence | IoResult::Cancelled | IoResult::Seal(..) => {
+                            self.free.push(buf)
+                        }
                     }
                 }
             }
@@ -1504,16 +1581,65 @@ impl<'d> RingPort<'d> {
         len: u64,
         buf: &mut [u8],
     ) -> Result<usize, Error> {
+        let total = self.load_batch(msg, b, len, buf)?;
+        let segs = self.write_contexts(b);
+        self.finisher()
+            .finish(buf, &segs)
+            .map_err(|(seq, e)| self.seal_err(seq, e))?;
+        Ok(total)
+    }
+
+    /// The segments of `b` (ours) with what each is bound to when sealed.
+    fn write_contexts(&self, b: &Batch) -> Vec<(Segment, SegmentContext)> {
+        b.segments
+            .iter()
+            .map(|s| (*s, self.seal_context(self.role, s)))
+            .collect()
+    }
+
+    fn finisher(&self) -> Finisher {
+        Finisher {
+            layout_id: self.layout_id,
+            generation: self.generation,
+            slot: self.slot,
+            seg_bytes: self.geo.seg_lbs as usize * LB,
+            tag: self.tag_len(),
+            timestamp: now_ns(),
+            sealer: self.sealer.clone(),
+        }
+    }
+
+    fn seal_err(&self, seq: u64, e: SealError) -> Error {
+        match e {
+            SealError::Sequence { seq, last } => Error::SealSequence {
+                slot: self.slot,
+                seq,
+                last,
+            },
+            SealError::Open | SealError::Short | SealError::EqualKeys => Error::Config {
+                reason: format!("sealing segment {seq}: {e}"),
+            },
+        }
+    }
+
+    /// Reads `b`'s payload from `msg` into `buf` and zeroes the padding
+    /// (not the headers and tags, which [`Finisher::finish`] writes);
+    /// returns the bytes to write.
+    fn load_batch(
+        &mut self,
+        msg: &mut dyn MessageSource,
+        b: &Batch,
+        len: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, Error> {
         let seg_bytes = self.geo.seg_lbs as usize * LB;
         let total = self.batch_bytes(b);
         let tag = self.tag_len();
-        let ts = now_ns();
         for (j, s) in b.segments.iter().enumerate() {
-            let ctx = self.seal_context(self.role, s);
             let base = j * seg_bytes;
             let end = base + lbs_for(SEG_HDR_SIZE + s.len as usize + tag);
             let seg = &mut buf[base..end];
-            let (hdr, rest) = seg.split_at_mut(SEG_HDR_SIZE);
+            let (_, rest) = seg.split_at_mut(SEG_HDR_SIZE);
             let (body, pad) = rest.split_at_mut(s.len as usize + tag);
             let payload = &mut body[..s.len as usize];
             let mut filled = 0;
@@ -1532,38 +1658,6 @@ impl<'d> RingPort<'d> {
                 }
             }
             pad.fill(0);
-            // Sealed in place: the plaintext only ever exists in this
-            // buffer, never on the device.
-            let seal = match &mut self.sealer {
-                Some(sealer) => {
-                    sealer.seal(&ctx, body).map_err(|e| match e {
-                        SealError::Sequence { seq, last } => Error::SealSequence {
-                            slot: self.slot,
-                            seq,
-                            last,
-                        },
-                        SealError::Open | SealError::Short | SealError::EqualKeys => {
-                            Error::Config {
-                                reason: format!("sealing segment {}: {e}", s.seq),
-                            }
-                        }
-                    })?;
-                    SEAL_AES256GCM
-                }
-                None => SEAL_NONE,
-            };
-            let h = SegHeader {
-                seg_seq: s.seq,
-                generation: self.generation,
-                timestamp: ts,
-                len: s.len,
-                payload_crc: crc32c::crc32c(body),
-                slot: self.slot,
-                req_id: s.req_id,
-                flags: s.flags,
-                seal,
-            };
-            hdr.copy_from_slice(&h.encode(Stamp::new(self.layout_id, ctx.segment)));
         }
         Ok(total)
     }

@@ -16,7 +16,11 @@
 //! - [`driver`]: a thin I/O loop ([`RingPort`]) that runs both machines of
 //!   one side over a [`fts_blockdev::BlockDevice`]: segment headers with
 //!   CRC32C payload checks, coalesced batch I/O, table publication and
-//!   adaptive polling ([`Poller`]).
+//!   adaptive polling ([`Poller`]). Each port keeps several I/Os in flight
+//!   with an I/O thread on its own device handle: the writer reads the
+//!   next batches while earlier ones are sealed and written, the reader
+//!   reads (and checks) the next published batch while its sink consumes
+//!   one.
 //!
 //! - [`seal`]: sealed segments. With [`RingPort::set_seal`] every data
 //!   segment of a connection — so every message, file data and control

@@ -226,7 +226,7 @@ fn a_zeroed_mcb_sector_is_read_from_its_backup_and_repaired() {
         .as_u64()
         .unwrap();
     assert_eq!(backup, (32 << 20) / LB as u64 - 1);
-    assert_eq!(v["master_control_block"]["blk5_minor_version"], 2);
+    assert_eq!(v["master_control_block"]["blk5_minor_version"], 3);
     assert_eq!(
         dev.read(backup * LB as u64, LB),
         dev.read(5 * LB as u64, LB)

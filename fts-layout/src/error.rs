@@ -241,7 +241,7 @@ pub enum GeometryError {
         need_bytes: u64,
     },
     /// A device has fewer data segments than the rings assigned to it need.
-    #[error("{} ({device_bytes} bytes) has room for {fit} data segments of {segment_bytes} bytes, but its {tables} pointer tables × {ring_entries} ring entries need {need} (a device of at least {need_bytes} bytes); use fewer connections, fewer ring entries, smaller segments, more devices or a larger device", device_label(*.device))]
+    #[error("{} ({device_bytes} bytes) has room for {fit} data segments of {segment_bytes} bytes, but its {tables} pointer tables × {per_table} segments each need {need} (a device of at least {need_bytes} bytes); use fewer connections, fewer ring entries, smaller segments, more devices or a larger device", device_label(*.device))]
     NotEnoughSegments {
         /// Device index (0 = master).
         device: usize,
@@ -251,8 +251,9 @@ pub enum GeometryError {
         segment_bytes: u64,
         /// Pointer tables whose rings live on this device.
         tables: u32,
-        /// Ring entries per table.
-        ring_entries: u32,
+        /// Segments each of those tables owns on this device: its ring
+        /// entries, or (v1.3 with secondary devices) its stripe there.
+        per_table: u64,
         /// Segments needed.
         need: u64,
         /// Segments that fit.

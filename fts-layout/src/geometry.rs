@@ -157,7 +157,7 @@ pub fn backups_at_end(device_bytes: u64) -> Option<u64> {
 }
 
 /// Pointer tables whose rings are on device `d` of `n_dev` (tables `t` with
-/// `t mod n_dev == d`, out of `tables`).
+/// `t mod n_dev == d`, out of `tables`): the whole-ring rule of v1.0-v1.2.
 fn tables_on_device(d: u64, n_dev: u64, tables: u64) -> u64 {
     if d >= tables || n_dev == 0 {
         0
@@ -165,6 +165,31 @@ fn tables_on_device(d: u64, n_dev: u64, tables: u64) -> u64 {
         (tables - d).div_ceil(n_dev)
     }
 }
+
+/// Segments each table owns on every device under the striped rule (v1.3):
+/// `S = ceil(ceil(N / B) / D) × B`, or `N` on a single device.
+fn stripe_segments(n: u64, b: u64, n_dev: u64) -> u64 {
+    if n_dev <= 1 {
+        return n;
+    }
+    n.div_ceil(b.max(1))
+        .div_ceil(n_dev)
+        .saturating_mul(b.max(1))
+}
+
+/// Segments device `d` must hold for the rings: how many tables have
+/// segments there and how many each (the refusal message names both).
+fn ring_need(minor: u32, d: u64, n_dev: u64, tables: u64, n: u64, b: u64) -> (u64, u64) {
+    if minor >= STRIPED_MINOR {
+        (tables, stripe_segments(n, b, n_dev))
+    } else {
+        (tables_on_device(d, n_dev, tables), n)
+    }
+}
+
+/// The first minor version whose rings are striped across the devices by
+/// batch groups (v1.3); before it each ring lies whole on one device.
+pub const STRIPED_MINOR: u32 = 3;
 
 fn round_up(x: u64, align: u64) -> u64 {
     x.div_ceil(align.max(1)).saturating_mul(align.max(1))
@@ -261,15 +286,15 @@ impl Geometry {
                 });
             }
             let fit = (device_lbs - tail - seg_start_lb) / seg_lbs;
-            let t = tables_on_device(i as u64, n_dev as u64, tables);
-            let need = t * n;
+            let (t, per) = ring_need(minor, i as u64, n_dev as u64, tables, n, p.batch.into());
+            let need = t * per;
             if fit < need {
                 return Err(GeometryError::NotEnoughSegments {
                     device: i,
                     device_bytes,
                     segment_bytes: p.segment_bytes,
                     tables: t as u32,
-                    ring_entries: p.ring_entries,
+                    per_table: per,
                     need,
                     fit,
                     need_bytes: seg_start_lb
@@ -402,17 +427,51 @@ impl Geometry {
             return 0;
         }
         let t = Self::table_ordinal(slot, role);
-        let n_dev = self.devices.len() as u64;
-        let Some(dev) = t
-            .checked_rem(n_dev)
-            .and_then(|d| self.devices.get(d as usize))
-        else {
+        let Some((d, rel)) = self.ring_place(t, u64::from(entry)) else {
             return 0;
         };
-        let k = t / n_dev;
-        let seg =
-            u64::from(dev.first_segment) + k * u64::from(self.ring_entries) + u64::from(entry);
-        u32::try_from(seg).unwrap_or(0)
+        let Some(dev) = self.devices.get(d) else {
+            return 0;
+        };
+        u32::try_from(u64::from(dev.first_segment) + rel).unwrap_or(0)
+    }
+
+    /// Whether the rings are striped across the devices by batch groups
+    /// (v1.3 with secondary devices) rather than each lying whole on one.
+    pub fn is_striped(&self) -> bool {
+        self.minor_version >= STRIPED_MINOR && self.devices.len() > 1
+    }
+
+    /// Exclusive end of the batch group holding ring entry `entry`: the
+    /// next multiple of the batch, or the ring's end. A batch never crosses
+    /// it, so each batch is contiguous on one device.
+    pub fn group_end(&self, entry: u32) -> u32 {
+        let b = self.batch.max(1);
+        ((entry / b).saturating_add(1))
+            .saturating_mul(b)
+            .min(self.ring_entries)
+    }
+
+    /// Device and segment (relative to the device's first) of entry `i` of
+    /// table `t`. v1.3 with `D > 1` devices: group `g = i / B` is on device
+    /// `(t + g) mod D`, the `(g / D)`-th group of table `t`'s `S` segments
+    /// there. Otherwise the whole table is on device `t mod D`, its
+    /// `(t / D)`-th run of `N` segments.
+    fn ring_place(&self, t: u64, i: u64) -> Option<(usize, u64)> {
+        let n_dev = self.devices.len() as u64;
+        let n = u64::from(self.ring_entries);
+        if n_dev == 0 {
+            return None;
+        }
+        if self.is_striped() {
+            let b = u64::from(self.batch.max(1));
+            let g = i / b;
+            let d = (t + g) % n_dev;
+            let s = stripe_segments(n, b, n_dev);
+            Some((d as usize, t * s + (g / n_dev) * b + i % b))
+        } else {
+            Some(((t % n_dev) as usize, (t / n_dev) * n + i))
+        }
     }
 
     /// Where global segment `seg` is: device index (0 = master) and byte
@@ -496,27 +555,39 @@ impl Geometry {
         let tables = 2 * u64::from(self.max_connections);
         let seg_lbs = u64::from(self.seg_lbs);
         let n = u64::from(self.ring_entries);
+        let b = u64::from(self.batch);
         for slot in 1..=self.max_connections {
             for role in Role::BOTH {
                 let t = Self::table_ordinal(slot, role);
-                let (Some(d), Some(dev)) = (
-                    t.checked_rem(n_dev),
-                    t.checked_rem(n_dev)
-                        .and_then(|d| self.devices.get(d as usize)),
-                ) else {
+                if self.is_striped() {
+                    let s = stripe_segments(n, b, n_dev);
+                    for (d, dev) in self.devices.iter().enumerate() {
+                        v.push(ext(
+                            d,
+                            format!("ring segments of pointer table {slot} ({role}), stripe"),
+                            dev.seg_start_lb + t * s * seg_lbs,
+                            s * seg_lbs,
+                        ));
+                    }
+                    continue;
+                }
+                let Some((d, _)) = self.ring_place(t, 0) else {
                     continue;
                 };
-                let k = t / n_dev;
+                let Some(dev) = self.devices.get(d) else {
+                    continue;
+                };
                 v.push(ext(
-                    d as usize,
+                    d,
                     format!("ring segments of pointer table {slot} ({role})"),
-                    dev.seg_start_lb + k * n * seg_lbs,
+                    dev.seg_start_lb + (t / n_dev) * n * seg_lbs,
                     n * seg_lbs,
                 ));
             }
         }
         for (i, dev) in self.devices.iter().enumerate() {
-            let used = tables_on_device(i as u64, n_dev, tables) * n;
+            let (t, per) = ring_need(self.minor_version, i as u64, n_dev, tables, n, b);
+            let used = t * per;
             let spare = u64::from(dev.seg_count).saturating_sub(used);
             if spare > 0 {
                 v.push(ext(
@@ -1077,7 +1148,22 @@ impl GeometryRequest {
                     let by_io = AUTO_IO_BYTES / seg;
                     let by_depth = u64::from(n) / AUTO_RING_DEPTH;
                     let b = by_io.min(by_depth).max(1) as u32;
-                    Geometry::compute(&self.params(seg, n, b))
+                    let b = self.batch.unwrap_or(b);
+                    match Geometry::compute(&self.params(seg, n, b)) {
+                        // Striped rings (v1.3) round each table's share on
+                        // a device up to whole batches: fewer entries then.
+                        Err(GeometryError::NotEnoughSegments { .. })
+                            if self.ring_entries.is_none() =>
+                        {
+                            let fits =
+                                |m: u64| Geometry::compute(&self.params(seg, m as u32, b)).is_ok();
+                            match largest(u64::from(b.max(MIN_RING_ENTRIES)), n.into(), fits) {
+                                Some(m) => Geometry::compute(&self.params(seg, m as u32, b)),
+                                None => Geometry::compute(&self.params(seg, n, b)),
+                            }
+                        }
+                        r => r,
+                    }
                 }
                 None => Geometry::compute(&self.params(seg, MIN_RING_ENTRIES, 1)),
             };

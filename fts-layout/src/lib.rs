@@ -119,9 +119,11 @@ pub const FORMAT_VERSION: u16 = 1;
 /// The minor format version `format` writes (`blk5_minor_version` in the
 /// MCB): 1 = v1.1 added the backups of the MCB and the Secondary Device
 /// Table at the end of the master; 2 = v1.2 adds server registrations and
-/// the Ed25519 handshake in Process Id Table entries and sealed segments.
+/// the Ed25519 handshake in Process Id Table entries and sealed segments;
+/// 3 = v1.3 stripes each ring across all the devices by batch groups (so
+/// secondary devices add bandwidth to every connection).
 /// Readers read 0 (v1.0) to this.
-pub const FORMAT_MINOR: u32 = 2;
+pub const FORMAT_MINOR: u32 = 3;
 /// LBs at the end of a v1.1 master that hold the backups: the backup
 /// Secondary Device Table (the last LB but one) and the backup MCB (the
 /// last LB).

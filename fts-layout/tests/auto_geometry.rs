@@ -204,7 +204,7 @@ fn what_does_not_fit_says_how_far_each_tunable_may_go() {
     r.segment_bytes = Some(64 * KIB);
     r.ring_entries = Some(640);
     let e = r.resolve().unwrap_err();
-    assert!(e.to_string().contains("640 ring entries"), "{e}");
+    assert!(e.to_string().contains("640 segments each"), "{e}");
     let n = r.largest_ring_entries().unwrap();
     r.ring_entries = Some(n);
     r.resolve().unwrap();

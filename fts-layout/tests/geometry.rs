@@ -52,16 +52,42 @@ fn assert_sound(g: &Geometry) {
                     assert!(off / LB as u64 >= g.control_end_lb());
                 }
             }
-            // Consecutive entries are contiguous on disk.
-            let first = g.segment_location(g.ring_segment(slot, role, 0)).unwrap();
-            let last = g
-                .segment_location(g.ring_segment(slot, role, g.ring_entries - 1))
-                .unwrap();
-            assert_eq!(first.0, last.0);
-            assert_eq!(
-                last.1 - first.1,
-                u64::from(g.ring_entries - 1) * u64::from(g.seg_lbs) * LB as u64
-            );
+            // The entries of a batch group are contiguous on one device (a
+            // whole ring before v1.3 or on one device).
+            let mut start = 0;
+            while start < g.ring_entries {
+                let end = g.group_end(start);
+                assert!(
+                    end > start && end - start <= g.batch.max(1),
+                    "{start}..{end}"
+                );
+                let at = |e| g.segment_location(g.ring_segment(slot, role, e)).unwrap();
+                let first = at(start);
+                let last = at(end - 1);
+                assert_eq!(first.0, last.0);
+                assert_eq!(
+                    last.1 - first.1,
+                    u64::from(end - 1 - start) * u64::from(g.seg_lbs) * LB as u64
+                );
+                start = end;
+            }
+            if !g.is_striped() {
+                let first = g.segment_location(g.ring_segment(slot, role, 0)).unwrap();
+                let last = g
+                    .segment_location(g.ring_segment(slot, role, g.ring_entries - 1))
+                    .unwrap();
+                assert_eq!(first.0, last.0);
+                assert_eq!(
+                    last.1 - first.1,
+                    u64::from(g.ring_entries - 1) * u64::from(g.seg_lbs) * LB as u64
+                );
+            } else {
+                // Consecutive groups are on consecutive devices.
+                for e in (g.batch..g.ring_entries).step_by(g.batch as usize) {
+                    let dev = |e| g.segment_location(g.ring_segment(slot, role, e)).unwrap().0;
+                    assert_eq!(dev(e), (dev(e - g.batch) + 1) % g.devices.len());
+                }
+            }
         }
     }
     let total: u64 = g.devices.iter().map(|d| u64::from(d.seg_count)).sum();
@@ -252,7 +278,7 @@ fn sixteen_mib_default_connections_refused() {
         "239",
         "65536",
         "32 pointer tables",
-        "640 ring entries",
+        "640 segments each",
         "fewer connections",
     ] {
         assert!(msg.contains(n), "{n} not in: {msg}");
@@ -299,10 +325,11 @@ fn too_many_segments_refused() {
 }
 
 #[test]
-fn secondary_devices_round_robin() {
+fn secondary_devices_round_robin_before_v1_3() {
     let mut p = params(GIB, MIB, 3, 40, 8);
     p.secondary_bytes = vec![512 * MIB, 256 * MIB];
-    let g = Geometry::compute(&p).unwrap();
+    let g = Geometry::compute_minor(&p, 2).unwrap();
+    assert!(!g.is_striped());
     assert_eq!(g.devices.len(), 3);
     let (m, s1, s2) = (&g.devices[0], &g.devices[1], &g.devices[2]);
     assert_eq!(m.first_segment, 1);
@@ -341,14 +368,74 @@ fn secondary_devices_round_robin() {
     );
     assert_eq!(g.segment_location(g.tot_seg_num + 1), None);
     assert_sound(&g);
+    assert_eq!(Geometry::compute_minor(&g.params(), 2).unwrap(), g);
+}
+
+#[test]
+fn v1_3_stripes_every_ring_across_the_devices_by_batch_groups() {
+    // 3 devices, N = 44 entries in batches of 8: groups 0..=5, the last of
+    // 4 entries; S = ceil(6 / 3) × 8 = 16 segments per table per device.
+    let mut p = params(GIB, MIB, 3, 44, 8);
+    p.secondary_bytes = vec![512 * MIB, 256 * MIB];
+    let g = Geometry::compute(&p).unwrap();
+    assert!(g.is_striped());
+    assert_eq!(g.minor_version, 3);
+    let d = &g.devices;
+    let at = |slot, role, e| g.segment_location(g.ring_segment(slot, role, e)).unwrap();
+    // Table t = 0 (slot 1, initiator): group g on device g mod 3, the
+    // (g / 3)-th group of its 16 segments there.
+    assert_eq!(g.ring_segment(1, Role::Initiator, 0), d[0].first_segment);
+    assert_eq!(g.ring_segment(1, Role::Initiator, 8), d[1].first_segment);
+    assert_eq!(g.ring_segment(1, Role::Initiator, 16), d[2].first_segment);
+    assert_eq!(
+        g.ring_segment(1, Role::Initiator, 27),
+        d[0].first_segment + 8 + 3
+    );
+    assert_eq!(
+        g.ring_segment(1, Role::Initiator, 43),
+        d[2].first_segment + 8 + 3
+    );
+    // Table t = 1 (slot 1, connector) starts one device further, at its
+    // own 16 segments on each device.
+    assert_eq!(at(1, Role::Connector, 0).0, 1);
+    assert_eq!(
+        g.ring_segment(1, Role::Connector, 0),
+        d[1].first_segment + 16
+    );
+    assert_eq!(at(1, Role::Connector, 8).0, 2);
+    assert_eq!(at(1, Role::Connector, 16).0, 0);
+    // Table t = 5 (slot 3, connector): group 0 on device 5 mod 3 = 2.
+    assert_eq!(
+        g.ring_segment(3, Role::Connector, 0),
+        d[2].first_segment + 5 * 16
+    );
+    // Batches stop at group ends; the last group is short.
+    assert_eq!(g.group_end(0), 8);
+    assert_eq!(g.group_end(13), 16);
+    assert_eq!(g.group_end(40), 44);
+    assert_sound(&g);
     assert_eq!(Geometry::compute(&g.params()).unwrap(), g);
+    // One device: the same segments as the whole-ring rule.
+    let one = Geometry::compute(&params(GIB, MIB, 3, 44, 8)).unwrap();
+    let old = Geometry::compute_minor(&params(GIB, MIB, 3, 44, 8), 2).unwrap();
+    assert!(!one.is_striped());
+    for slot in 1..=3 {
+        for role in Role::BOTH {
+            for e in 0..44 {
+                assert_eq!(
+                    one.ring_segment(slot, role, e),
+                    old.ring_segment(slot, role, e)
+                );
+            }
+        }
+    }
 }
 
 #[test]
 fn secondary_too_small_for_its_rings() {
     let mut p = params(GIB, MIB, 2, 40, 8);
     p.secondary_bytes = vec![20 * MIB];
-    let e = Geometry::compute(&p).unwrap_err();
+    let e = Geometry::compute_minor(&p, 2).unwrap_err();
     assert!(
         matches!(
             e,
@@ -357,6 +444,23 @@ fn secondary_too_small_for_its_rings() {
                 need: 80,
                 fit: 19,
                 tables: 2,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // Striped (v1.3): all 4 tables have ceil(5 / 2) × 8 = 24 segments on
+    // every device.
+    let e = Geometry::compute(&p).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            GeometryError::NotEnoughSegments {
+                device: 1,
+                need: 96,
+                fit: 19,
+                tables: 4,
+                per_table: 24,
                 ..
             }
         ),
@@ -388,4 +492,19 @@ fn sound_layouts(
     #[case] b: u32,
 ) {
     assert_sound(&Geometry::compute(&params(bytes, seg, c, n, b)).unwrap());
+}
+
+#[rstest]
+#[case::two_defaults(2, 640, 8)]
+#[case::three_odd(3, 17, 3)]
+#[case::eight_tiny(8, 2, 2)]
+#[case::two_one_batch(2, 9, 9)]
+#[case::three_batch_one(3, 7, 1)]
+fn striped_layouts_are_sound(#[case] devices: usize, #[case] n: u32, #[case] b: u32) {
+    let mut p = params(4 * GIB, 64 * 1024, 5, n, b);
+    p.secondary_bytes = vec![GIB; devices - 1];
+    let g = Geometry::compute(&p).unwrap();
+    assert_eq!(g.is_striped(), devices > 1);
+    assert_sound(&g);
+    assert_eq!(Geometry::compute(&g.params()).unwrap(), g);
 }

@@ -76,6 +76,18 @@ struct Cli {
     /// server that proves the client's own key.
     #[arg(long, env = "FTS_KNOWN_SERVERS", global = true)]
     known_servers: Option<PathBuf>,
+    /// A secondary device (repeatable; FTS_SECONDARY takes a
+    /// comma-separated list). `format` adds it to the layout for data
+    /// segments; every other command looks for the layout's secondary
+    /// devices here and at the paths recorded at format, and recognises
+    /// each by its id (layout and device uuid), never by its path.
+    #[arg(
+        long = "secondary",
+        env = "FTS_SECONDARY",
+        value_delimiter = ',',
+        global = true
+    )]
+    secondaries: Vec<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -110,9 +122,6 @@ enum Cmd {
         /// Lock timeout after which a Process Id Table lock holder that makes no progress is broken (ms, 100 to 3600000).
         #[arg(long, default_value_t = fts_layout::DEFAULT_LOCK_TIMEOUT_MS, value_parser = parse_timeout_ms)]
         lock_timeout_ms: u32,
-        /// A secondary transfer device adding data segments (repeatable).
-        #[arg(long = "secondary")]
-        secondaries: Vec<String>,
         /// Overwrite an existing fts layout or other data at LB 4-7.
         #[arg(long)]
         force: bool,
@@ -129,9 +138,6 @@ enum Cmd {
     /// Validate the layout like fsck; list every problem; exit 5 if any.
     /// Also reports connections whose leases show no life.
     Check {
-        /// Where to look for secondary devices (default: the paths recorded at format).
-        #[arg(long = "secondary")]
-        secondaries: Vec<String>,
         /// Mend what can be rebuilt: the MCB and Secondary Device Table from
         /// their backup, damaged lock/lease/command-area/pointer-table
         /// records of free entries as format writes them; free damaged or
@@ -332,6 +338,7 @@ fn ctx(cli: &Cli, conn: Option<&ConnArgs>) -> Result<transfer::Ctx> {
         key_file: cli.key_file.clone(),
         known_servers: cli.known_servers.clone(),
         encrypt: conn.is_some_and(|c| c.encrypt),
+        secondaries: cli.secondaries.clone(),
     })
 }
 
@@ -442,7 +449,6 @@ fn run(cli: Cli) -> Result<()> {
             batch,
             lease_timeout_ms,
             lock_timeout_ms,
-            secondaries,
             force,
         } => {
             let mut a = format::FormatArgs::new(device(&cli)?);
@@ -453,7 +459,7 @@ fn run(cli: Cli) -> Result<()> {
             a.batch = *batch;
             a.lease_timeout_ms = *lease_timeout_ms;
             a.lock_timeout_ms = *lock_timeout_ms;
-            a.secondaries = secondaries.clone();
+            a.secondaries = cli.secondaries.clone();
             a.force = *force;
             a.block_size = cli.block_size;
             let spec = format::run(&a)?;
@@ -474,13 +480,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Check {
-            secondaries,
-            repair,
-        } => check::run(&check::CheckArgs {
+        Cmd::Check { repair } => check::run(&check::CheckArgs {
             device: device(&cli)?,
             opts: open_opts(&cli),
-            secondaries: secondaries.clone(),
+            secondaries: cli.secondaries.clone(),
             repair: *repair,
             lock: cli.lock,
             name: if *repair { name(&cli)? } else { String::new() },

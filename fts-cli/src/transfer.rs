@@ -36,6 +36,8 @@ pub struct Ctx {
     pub known_servers: Option<PathBuf>,
     /// Client: ask for sealed segments (`--encrypt`).
     pub encrypt: bool,
+    /// Where to look for the layout's secondary devices (`--secondary`).
+    pub secondaries: Vec<String>,
 }
 
 /// An opened fts device with what the commands need around it.
@@ -84,7 +86,23 @@ impl Ctx {
 
     fn shared(&self) -> Result<Shared> {
         let dev = open_device(&self.device, &self.opts)?;
-        Shared::open(dev).with_context(|| format!("{} is not a usable fts device", self.device))
+        let mut shared = Shared::open(dev)
+            .with_context(|| format!("{} is not a usable fts device", self.device))?;
+        self.attach_secondaries(&mut shared);
+        Ok(shared)
+    }
+
+    /// Finds the layout's secondary devices (by id) among `--secondary`
+    /// and the paths recorded at format.
+    fn attach_secondaries(&self, shared: &mut Shared) {
+        let opts = self.opts.clone();
+        let found =
+            shared.attach_secondaries(&self.secondaries, &mut |p| open_device(p, &opts).ok());
+        if std::env::var_os("FTS_VERBOSE").is_some() {
+            for f in found {
+                eprintln!("fts: {}: {f}", self.device);
+            }
+        }
     }
 
     /// Opens the device, chooses the lock backend and applies the cache
@@ -98,8 +116,9 @@ impl Ctx {
             let default = Duration::from_millis(u64::from(fts_layout::DEFAULT_LOCK_TIMEOUT_MS));
             t.set_reserve_break(Some(default * 3));
         }
-        let shared = Shared::open(dev)
+        let mut shared = Shared::open(dev)
             .with_context(|| format!("{} is not a usable fts device", self.device))?;
+        self.attach_secondaries(&mut shared);
         let (locks, what) =
             crate::scsi::lock_factory(self.lock, &self.device, &shared, transport.clone(), me)?;
         if std::env::var_os("FTS_VERBOSE").is_some() || transport.is_some() {
@@ -1037,6 +1056,7 @@ pub fn demo(size: u64) -> Result<()> {
         key_file: Some(key.clone()),
         known_servers: None,
         encrypt: true,
+        secondaries: Vec::new(),
     };
     let back = client_dir.join("payload.back");
     let (tput, tget) = with_client(&ctx, "demo-server", "demo", |c| {

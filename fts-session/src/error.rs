@@ -68,6 +68,19 @@ pub enum Error {
         /// What is wrong and what to do.
         reason: String,
     },
+    /// A secondary device of the layout was not found on this host: every
+    /// connection's rings are striped over all the devices.
+    #[error("{location}: secondary device {device} of the layout (id {id}, recorded at {recorded:?}) was not found on this host; pass --secondary PATH (it is recognised by its id, whatever the path)")]
+    SecondaryMissing {
+        /// The master device.
+        location: String,
+        /// Its 1-based Secondary Device Table entry.
+        device: usize,
+        /// Its `sec_dev_id`.
+        id: String,
+        /// `sec_path`, where it was at format.
+        recorded: String,
+    },
     /// Another live `serve` holds the name.
     #[error("an fts server named {name:?} is already running on {location}: {holder}; stop it first or pick another --name (a dead server's registration is reclaimed after the lease timeout)")]
     NameTaken {

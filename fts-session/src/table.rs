@@ -43,6 +43,11 @@ pub struct Shared {
     dev: Box<dyn BlockDevice>,
     mcb: Mcb,
     geometry: Geometry,
+    /// The Secondary Device Table, master first.
+    sdt: Vec<SdtEntry>,
+    /// Handles on devices 1.. of the layout, `None` until found
+    /// ([`Shared::attach_secondaries`]).
+    secondaries: Vec<Option<Box<dyn BlockDevice>>>,
 }
 
 impl Shared {
@@ -85,7 +90,95 @@ impl Shared {
         let mcb: Mcb = records.mcb;
         let sdt: Vec<SdtEntry> = records.sdt;
         let geometry = Geometry::from_mcb(&mcb, &sdt).map_err(layout)?;
-        Ok(Shared { dev, mcb, geometry })
+        let secondaries = sdt.iter().skip(1).map(|_| None).collect();
+        Ok(Shared {
+            dev,
+            mcb,
+            geometry,
+            sdt,
+            secondaries,
+        })
+    }
+
+    /// Finds the layout's secondary devices not found yet, by identity:
+    /// each of `candidates`, then the path recorded at format, is opened
+    /// with `open` and taken only if its LB 5 is a valid secondary copy of
+    /// this layout's Master Control Block (`blk5_layout_uuid`) for that
+    /// Secondary Device Table entry (`blk5_device_uuid`) and the device is
+    /// not smaller than at format. A path is never trusted by itself.
+    /// Returns what was found, e.g. `["secondary device 2: /dev/sdc"]`.
+    pub fn attach_secondaries(
+        &mut self,
+        candidates: &[String],
+        open: &mut dyn FnMut(&str) -> Option<Box<dyn BlockDevice>>,
+    ) -> Vec<String> {
+        let mut found = Vec::new();
+        for (i, e) in self.sdt.iter().enumerate().skip(1) {
+            if self.secondaries.get(i - 1).is_some_and(Option::is_some) {
+                continue;
+            }
+            let paths = candidates
+                .iter()
+                .map(String::as_str)
+                .chain(core::iter::once(e.sec_path.as_str()))
+                .filter(|p| !p.is_empty());
+            for path in paths {
+                let Some(mut dev) = open(path) else {
+                    continue;
+                };
+                let mut lb5 = vec![0u8; LB];
+                if dev.read_at(MCB_LB * LB as u64, &mut lb5).is_err() {
+                    continue;
+                }
+                let ours = match Mcb::decode(&lb5) {
+                    Ok(m) => {
+                        m.blk5_id == fts_layout::DeviceRole::Secondary
+                            && m.blk5_layout_uuid == self.mcb.blk5_layout_uuid
+                            && m.blk5_device_uuid == e.sec_dev_id
+                    }
+                    Err(_) => false,
+                };
+                if ours && dev.size_bytes() >= e.device_bytes {
+                    found.push(format!("secondary device {}: {}", i + 1, dev.location()));
+                    if let Some(slot) = self.secondaries.get_mut(i - 1) {
+                        *slot = Some(dev);
+                    }
+                    break;
+                }
+            }
+        }
+        found
+    }
+
+    /// `Ok` when every secondary device of the layout is attached (the
+    /// rings of every connection use every device), else which one is
+    /// missing and what to do.
+    pub fn require_secondaries(&self) -> Result<(), Error> {
+        for (i, e) in self.sdt.iter().enumerate().skip(1) {
+            if !self.secondaries.get(i - 1).is_some_and(Option::is_some) {
+                return Err(Error::SecondaryMissing {
+                    location: self.dev.location().to_string(),
+                    device: i + 1,
+                    id: e.sec_dev_id.to_string(),
+                    recorded: e.sec_path.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// New handles on the secondary devices for a ring port, device 1
+    /// first (`None`: not attached).
+    pub fn secondary_handles(&self) -> Result<Vec<Option<Box<dyn BlockDevice>>>, Error> {
+        self.secondaries
+            .iter()
+            .map(|d| {
+                d.as_ref()
+                    .map(|d| d.reopen())
+                    .transpose()
+                    .map_err(Error::from)
+            })
+            .collect()
     }
 
     /// The Master Control Block.
@@ -109,6 +202,8 @@ impl Shared {
             dev: self.dev.reopen()?,
             mcb: self.mcb.clone(),
             geometry: self.geometry.clone(),
+            sdt: self.sdt.clone(),
+            secondaries: self.secondary_handles()?,
         })
     }
 

@@ -1033,6 +1033,8 @@ pub fn with_client<R>(
     stop: &AtomicBool,
     f: impl FnOnce(&mut Client<'_>) -> Result<R, Error>,
 ) -> Result<R, Error> {
+    // Every ring uses every device: without one, nothing can move.
+    shared.require_secondaries()?;
     let hello = auth.map(Hello::new);
     let handshake = auth.zip(hello.as_ref());
     let c = claim_with(shared, lock, me, server, t.lock, handshake)?;
@@ -1732,6 +1734,8 @@ pub fn serve(
     stop: &AtomicBool,
     log: &(dyn Fn(String) + Sync),
 ) -> Result<(), Error> {
+    // Every ring uses every device: without one, nothing can move.
+    shared.require_secondaries()?;
     // Opened once: every connection opens its paths beneath this directory.
     let root = Root::new(&opts.root).map_err(local_err("serve", &opts.root))?;
     let root_dir = root.root().to_path_buf();

@@ -43,7 +43,8 @@ impl Fts<'_> {
             .env_remove("FTS_FAULT_PLAN")
             .env_remove("FTS_KEY_FILE")
             .env_remove("FTS_KNOWN_SERVERS")
-            .env_remove("FTS_AUTHORIZED_KEYS");
+            .env_remove("FTS_AUTHORIZED_KEYS")
+            .env_remove("FTS_SECONDARY");
         match self.cgroup {
             Some(cg) => cg.wrap(&c),
             None => c,

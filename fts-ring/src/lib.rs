@@ -65,6 +65,6 @@ pub use driver::{
 pub use seal::SealKeys;
 
 pub use machine::{
-    peer_entry, Batch, Expectation, MachineError, MessageInfo, Reader, ReaderAction, RingConfig,
-    Segment, SegmentOutcome, TableImage, Writer, WriterAction, DEFAULT_MAX_RETRIES,
+    group_end, peer_entry, Batch, Expectation, MachineError, MessageInfo, Reader, ReaderAction,
+    RingConfig, Segment, SegmentOutcome, TableImage, Writer, WriterAction, DEFAULT_MAX_RETRIES,
 };

@@ -345,7 +345,8 @@ impl Poller {
 
 /// Batches written ahead while the oldest is still being written: the
 /// source is read and sealed for the next while the device writes the
-/// previous ones.
+/// previous ones. A ring on several devices gets two per device if that is
+/// more, so that every device has a write queued while it works.
 const WRITE_DEPTH: usize = 3;
 
 /// What the I/O thread is asked to do.

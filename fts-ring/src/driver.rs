@@ -1305,9 +1305,11 @@ impl<'d> RingPort<'d> {
                         done = Some(info);
                     }
                     self.progressed();
-                    // With batches read ahead, the table read says what
-                    // comes next already.
-                    stale = self.inflight.is_empty();
+                    // With as many batches read ahead as the devices
+                    // allow, the table read says what comes next already;
+                    // with fewer (a ring on several devices), reading it
+                    // again lets the next batch top them up.
+                    stale = self.inflight.len() < self.read_depth;
                 }
                 ReaderAction::PublishTable => {
                     self.publish(WriteMode::Normal)?;

@@ -11,16 +11,34 @@
 //! detection and timeouts belong to the session layer) and backs off with a
 //! [`Poller`].
 //!
-//! Several I/Os in flight: at the first message a port starts an I/O
-//! thread on a second handle of the device ([`BlockDevice::reopen`]; when
-//! that fails, every I/O is made on the caller's thread). While it writes
-//! a batch, `send` reads and seals the next ones (up to `WRITE_DEPTH`
-//! batches queued) and publishes a batch's table entries only once its
-//! write completed, the batches completed by then in one table write.
-//! While `recv`'s sink consumes a batch, the I/O thread reads the next one
-//! already published; it is verified on the caller's thread when its turn
-//! comes. Reading the source, sealing, verifying and the sink stay on the
-//! caller's thread; buffers are reused, never allocated per I/O.
+//! Devices: the pointer tables are on the master (the device given to
+//! [`RingPort::new`]); the ring segments are wherever the layout puts them
+//! ([`Geometry::ring_segment`], [`Geometry::segment_location`]), on the
+//! master or on secondary devices, which the session gives the port with
+//! [`RingPort::set_devices`]. A batch never crosses a multiple of the
+//! batch size `B` in the ring ([`crate::machine::group_end`]) and each such
+//! group of entries is one contiguous run on one device (checked by
+//! [`RingPort::new`]), so every batch is one I/O on one device.
+//! [`RingPort::init_table`] refuses, before writing anything, a connection
+//! whose segments are on a device the port was not given
+//! ([`Error::DeviceMissing`]).
+//!
+//! Several I/Os in flight: each device a port uses gets an I/O thread on a
+//! second handle of it ([`BlockDevice::reopen`]), started at its first
+//! I/O; when that fails, that device's I/O is made on the caller's thread.
+//! Each thread makes its I/Os in order; the port completes them in the
+//! order the machines need. While batches are written, `send` reads and
+//! seals the next ones (up to `WRITE_DEPTH` batches queued, or twice the
+//! number of devices its ring uses if more, so that every device works at
+//! once) and publishes a batch's table entries only once its write
+//! completed, the batches completed by then in one table write. While
+//! `recv`'s sink consumes a batch, the I/O threads read the next ones
+//! already published (one per device the peer's ring uses); each is
+//! verified on the caller's thread when its turn comes. Reading the source,
+//! sealing, verifying and the sink stay on the caller's thread (sealing
+//! moves to the I/O thread when the ring is on one device: segments are
+//! sealed in sequence order, which threads of several devices would not
+//! keep); buffers are reused, never allocated per I/O.
 //!
 //! Sealed connections ([`RingPort::set_seal`], [`crate::seal`]): each
 //! segment's payload is encrypted in place in the I/O buffer before the
@@ -29,10 +47,8 @@
 //! decrypts in place only what authenticates. A segment failing any check
 //! is NAKed and never handed to the sink.
 //!
-//! Limits: all ring segments of the connection must be on the device the
-//! port was given (the master); a layout that puts them on a secondary
-//! device is refused with [`Error::Unsupported`]. After any error the port's
-//! state is undefined: tear the connection down.
+//! After any error the port's state is undefined: tear the connection
+//! down.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -49,8 +65,8 @@ use fts_layout::{
 };
 
 use crate::machine::{
-    Batch, MachineError, MessageInfo, Reader, ReaderAction, RingConfig, Segment, SegmentOutcome,
-    TableImage, Writer, WriterAction,
+    group_end, Batch, MachineError, MessageInfo, Reader, ReaderAction, RingConfig, Segment,
+    SegmentOutcome, TableImage, Writer, WriterAction,
 };
 use crate::seal::{Opener, SealError, SealKeys, Sealer, SegmentContext};
 
@@ -156,6 +172,17 @@ pub enum Error {
     Config {
         /// What is wrong.
         reason: String,
+    },
+    /// Ring segments of the connection (this side's or the peer's) are on
+    /// a secondary device of the layout that this port was not given
+    /// ([`RingPort::set_devices`]): nothing was written. Open it (the
+    /// command line's `--secondary PATH`) and connect again.
+    #[error("slot {slot}: ring segments are on secondary device {device}, which is not open on this host")]
+    DeviceMissing {
+        /// Connection slot.
+        slot: u32,
+        /// Index of the device in the layout (1..: secondaries).
+        device: usize,
     },
     /// Something this driver does not do yet.
     #[error("unsupported: {reason}")]
@@ -318,7 +345,8 @@ impl Poller {
 
 /// Batches written ahead while the oldest is still being written: the
 /// source is read and sealed for the next while the device writes the
-/// previous ones.
+/// previous ones. A ring on several devices gets two per device if that is
+/// more, so that every device has a write queued while it works.
 const WRITE_DEPTH: usize = 3;
 
 /// What the I/O thread is asked to do.
@@ -497,8 +525,10 @@ impl Checker {
     }
 }
 
-/// What the caller remembers of an I/O handed to the I/O thread.
+/// What the caller remembers of an I/O handed to an I/O thread.
 struct InFlight {
+    /// The device, whose I/O thread makes it.
+    dev: usize,
     op: IoOp,
     offset: u64,
     len: usize,
@@ -580,6 +610,17 @@ impl IoWorker {
     }
 }
 
+/// The I/O thread of one device of the layout.
+enum Lane {
+    /// Not needed yet.
+    Idle,
+    /// Running.
+    Running(IoWorker),
+    /// None (the device could not be reopened, or a thread ended): this
+    /// device's I/O is made on the caller's thread.
+    Here,
+}
+
 impl Drop for IoWorker {
     fn drop(&mut self) {
         // Ends its loop once the queued I/Os are dropped.
@@ -636,13 +677,27 @@ pub struct RingPort<'d> {
     /// Segment buffers (one batch each) free for the next I/O: allocated
     /// as the pipeline first needs them, then reused.
     free: Vec<AlignedBuf>,
-    /// The I/O thread, with its own handle on the device; started at the
-    /// first message. `None` before, or when the device cannot be reopened
-    /// (every I/O is then made on the caller's thread, one at a time).
-    io: Option<IoWorker>,
-    io_started: bool,
-    /// I/Os handed to the I/O thread, oldest first (it completes them in
-    /// this order).
+    /// The secondary devices of the layout: `[i]` is device `i + 1`,
+    /// `None` when not open on this host ([`Self::set_devices`]).
+    secondaries: Vec<Option<Box<dyn BlockDevice + 'd>>>,
+    /// Where each group of `B` entries of this side's ring is: device
+    /// index and byte offset of its first segment.
+    own_groups: Vec<(usize, u64)>,
+    /// The same for the peer's ring.
+    peer_groups: Vec<(usize, u64)>,
+    /// Every device holding segments of either ring was found open.
+    devices_checked: bool,
+    /// The I/O thread of each device of the layout (index 0: the master),
+    /// each with its own handle on its device, started at its first I/O.
+    lanes: Vec<Lane>,
+    /// Devices holding this side's ring.
+    own_devices: usize,
+    /// Batches written ahead at most.
+    write_depth: usize,
+    /// Batches read ahead at most.
+    read_depth: usize,
+    /// I/Os handed to the I/O threads, oldest first (each thread completes
+    /// its own in this order).
     inflight: VecDeque<InFlight>,
     table_buf: AlignedBuf,
     peer_buf: AlignedBuf,
@@ -658,8 +713,14 @@ pub struct RingPort<'d> {
 
 impl fmt::Debug for RingPort<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secondaries: Vec<Option<&str>> = self
+            .secondaries
+            .iter()
+            .map(|d| d.as_ref().map(|d| d.location()))
+            .collect();
         f.debug_struct("RingPort")
             .field("device", &self.dev.location())
+            .field("secondaries", &secondaries)
             .field("slot", &self.slot)
             .field("role", &self.role)
             .field("generation", &self.generation)
@@ -680,10 +741,61 @@ fn lbs_for(bytes: usize) -> usize {
     bytes.div_ceil(LB) * LB
 }
 
+/// Where each group of `B` entries of `role`'s ring of `slot` is: the
+/// device index and byte offset of the group's first segment. Refused when
+/// a group is not one contiguous run of segments on one device (a batch
+/// could then not be one I/O).
+fn ring_groups(geo: &Geometry, slot: u32, role: Role) -> Result<Vec<(usize, u64)>, Error> {
+    let n = geo.ring_entries;
+    let b = geo.batch.max(1);
+    let seg_bytes = u64::from(geo.seg_lbs) * LB as u64;
+    let locate = |e: u32| {
+        let g = geo.ring_segment(slot, role, e);
+        geo.segment_location(g).ok_or_else(|| Error::Config {
+            reason: format!(
+                "slot {slot}: ring entry {e} of the {role}'s table is segment {g}, which no device holds"
+            ),
+        })
+    };
+    let mut groups = Vec::with_capacity(n.div_ceil(b) as usize);
+    let mut first = 0;
+    while first < n {
+        let end = group_end(first, n, b);
+        let (dev, base) = locate(first)?;
+        for e in first + 1..end {
+            let (d, off) = locate(e)?;
+            if d != dev || off != base + u64::from(e - first) * seg_bytes {
+                return Err(Error::Unsupported {
+                    reason: format!(
+                        "slot {slot}: ring entries {first}..{end} of the {role}'s table are not one contiguous run on one device (entry {e} is at byte {off} of device {d}, entry {first} at byte {base} of device {dev})"
+                    ),
+                });
+            }
+        }
+        groups.push((dev, base));
+        first = end;
+    }
+    Ok(groups)
+}
+
+/// How many distinct devices hold the groups.
+fn devices_in(groups: &[(usize, u64)]) -> usize {
+    let mask = groups.iter().fold(0u64, |m, &(d, _)| {
+        m | 1u64.checked_shl(d as u32).unwrap_or(0)
+    });
+    mask.count_ones().max(1) as usize
+}
+
 impl<'d> RingPort<'d> {
     /// A port for `role` of connection `slot` (1-based) with `generation`,
     /// on the master device `dev` of the layout `geo` / `layout_id`. Does no
-    /// I/O; call [`init_table`](Self::init_table) at connection start.
+    /// I/O; when the layout has secondary devices give them with
+    /// [`set_devices`](Self::set_devices), then call
+    /// [`init_table`](Self::init_table) at connection start.
+    ///
+    /// Refused ([`Error::Unsupported`]) when a group of `B` ring entries
+    /// (see [`crate::machine::group_end`]) of either side's ring is not one
+    /// contiguous run of segments on one device.
     pub fn new(
         dev: &'d mut dyn BlockDevice,
         geo: Geometry,
@@ -703,21 +815,13 @@ impl<'d> RingPort<'d> {
         };
         let writer = Writer::new(cfg).map_err(cfg_err)?;
         let reader = Reader::new(cfg).map_err(cfg_err)?;
-        for r in Role::BOTH {
-            for i in [0, geo.ring_entries - 1] {
-                let g = geo.ring_segment(slot, r, i);
-                match geo.segment_location(g) {
-                    Some((0, _)) => {}
-                    other => {
-                        return Err(Error::Unsupported {
-                            reason: format!(
-                                "slot {slot}: ring entry {i} of the {r}'s table is segment {g} at {other:?}, not on the master device"
-                            ),
-                        })
-                    }
-                }
-            }
-        }
+        let own_groups = ring_groups(&geo, slot, role)?;
+        let peer_groups = ring_groups(&geo, slot, role.peer())?;
+        let own_devices = devices_in(&own_groups);
+        let write_depth = WRITE_DEPTH.max(2 * own_devices);
+        let read_depth = devices_in(&peer_groups);
+        let lanes = (0..geo.devices.len().max(1)).map(|_| Lane::Idle).collect();
+        let secondaries = (1..geo.devices.len()).map(|_| None).collect();
         let blk_read = u16::try_from(geo.seg_lbs).map_err(|_| Error::Config {
             reason: format!("segment of {} LBs", geo.seg_lbs),
         })?;
@@ -750,8 +854,14 @@ impl<'d> RingPort<'d> {
             fence_checked: None,
             stalled_since: None,
             free: vec![seg_buf],
-            io: None,
-            io_started: false,
+            secondaries,
+            own_groups,
+            peer_groups,
+            devices_checked: false,
+            lanes,
+            own_devices,
+            write_depth,
+            read_depth,
             inflight: VecDeque::new(),
             table_buf,
             peer_buf,
@@ -794,6 +904,167 @@ impl<'d> RingPort<'d> {
         self.opener = Some(Arc::new(sealer.opener()));
         self.sealer = Some(Arc::new(Mutex::new(sealer)));
         Ok(())
+    }
+
+    /// Gives the port the secondary devices of the layout: `secondaries[i]`
+    /// is device `i + 1` in Secondary Device Table order (index 0 of the
+    /// layout is the master, given to [`new`](Self::new)); `None`, or a
+    /// shorter vector, for devices not found on this host. Only the
+    /// devices holding ring segments of this connection are used
+    /// ([`ring_devices`](Self::ring_devices)); each gets its own I/O thread
+    /// on a second handle ([`BlockDevice::reopen`]) at its first I/O.
+    /// Identifying the devices (layout and device ids) is the caller's
+    /// business. Call it after `new` and before
+    /// [`init_table`](Self::init_table), which checks that every device
+    /// the connection needs is there ([`Error::DeviceMissing`]).
+    ///
+    /// Refused (with [`Error::Config`]) once a message was sent or
+    /// received, or with more devices than the layout has.
+    pub fn set_devices(
+        &mut self,
+        mut secondaries: Vec<Option<Box<dyn BlockDevice + 'd>>>,
+    ) -> Result<(), Error> {
+        let want = self.geo.devices.len().saturating_sub(1);
+        if self.used || !self.inflight.is_empty() {
+            return Err(Error::Config {
+                reason: format!(
+                    "slot {}: devices must be set before the first message",
+                    self.slot
+                ),
+            });
+        }
+        if secondaries.len() > want {
+            return Err(Error::Config {
+                reason: format!(
+                    "slot {}: {} secondary devices given, the layout has {want}",
+                    self.slot,
+                    secondaries.len()
+                ),
+            });
+        }
+        secondaries.resize_with(want, || None);
+        self.secondaries = secondaries;
+        for lane in &mut self.lanes {
+            *lane = Lane::Idle;
+        }
+        self.devices_checked = false;
+        Ok(())
+    }
+
+    /// The devices of the layout (0: the master, 1..: secondaries) holding
+    /// ring segments of this connection, this side's or the peer's, in
+    /// increasing order: those [`init_table`](Self::init_table) needs.
+    pub fn ring_devices(&self) -> Vec<usize> {
+        let mut devs: Vec<usize> = self
+            .own_groups
+            .iter()
+            .chain(&self.peer_groups)
+            .map(|&(d, _)| d)
+            .collect();
+        devs.sort_unstable();
+        devs.dedup();
+        devs
+    }
+
+    /// Checks (once) that every device holding ring segments of this
+    /// connection is open and large enough.
+    fn check_devices(&mut self) -> Result<(), Error> {
+        if self.devices_checked {
+            return Ok(());
+        }
+        let (n, b) = (self.geo.ring_entries, self.geo.batch.max(1));
+        let seg_bytes = u64::from(self.geo.seg_lbs) * LB as u64;
+        for dev in self.ring_devices() {
+            let Some(d) = self.device_ref(dev) else {
+                return Err(Error::DeviceMissing {
+                    slot: self.slot,
+                    device: dev,
+                });
+            };
+            let size = d.size_bytes();
+            // The end of the last segment of each group on the device.
+            let end = [&self.own_groups, &self.peer_groups]
+                .into_iter()
+                .flat_map(|groups| groups.iter().enumerate())
+                .filter(|&(_, &(g, _))| g == dev)
+                .map(|(k, &(_, off))| {
+                    let first = (k as u32).saturating_mul(b);
+                    let len = group_end(first, n, b).saturating_sub(first);
+                    off.saturating_add(u64::from(len) * seg_bytes)
+                })
+                .max()
+                .unwrap_or(0);
+            if end > size {
+                return Err(Error::Config {
+                    reason: format!(
+                        "slot {}: ring segments reach byte {end} of device {dev} ({}), which has {size} bytes",
+                        self.slot,
+                        d.location()
+                    ),
+                });
+            }
+        }
+        self.devices_checked = true;
+        Ok(())
+    }
+
+    /// Device `i` of the layout (0: the master), if open.
+    fn device_ref(&self, i: usize) -> Option<&dyn BlockDevice> {
+        if i == 0 {
+            return Some(&*self.dev);
+        }
+        match self.secondaries.get(i - 1) {
+            Some(Some(d)) => Some(d.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// Device `i` of the layout (0: the master), for an I/O on the
+    /// caller's thread.
+    fn device(&mut self, i: usize) -> Result<&mut dyn BlockDevice, Error> {
+        if i == 0 {
+            return Ok(&mut *self.dev);
+        }
+        match self.secondaries.get_mut(i - 1) {
+            Some(Some(d)) => Ok(d.as_mut()),
+            _ => Err(Error::DeviceMissing {
+                slot: self.slot,
+                device: i,
+            }),
+        }
+    }
+
+    /// Where device `i` is, for messages.
+    fn location(&self, i: usize) -> &str {
+        self.device_ref(i)
+            .map_or("(device not open)", |d| d.location())
+    }
+
+    /// The device and byte offset of batch `b` of `owner`'s ring: one
+    /// contiguous run in one group of `B` entries, so one I/O.
+    fn batch_location(&self, owner: Role, b: &Batch) -> Result<(usize, u64), Error> {
+        let groups = if owner == self.role {
+            &self.own_groups
+        } else {
+            &self.peer_groups
+        };
+        let bsz = self.geo.batch.max(1);
+        let first = b.first_index();
+        let last = first + b.count().max(1) - 1;
+        let g = first / bsz;
+        debug_assert_eq!(last / bsz, g, "batch {first}..={last} crosses a group");
+        match groups.get(g as usize) {
+            Some(&(dev, base)) if last / bsz == g => {
+                let seg_bytes = u64::from(self.geo.seg_lbs) * LB as u64;
+                Ok((dev, base + u64::from(first - g * bsz) * seg_bytes))
+            }
+            _ => Err(Error::Unsupported {
+                reason: format!(
+                    "slot {}: ring entries {first}..={last} of the {owner}'s table are not in one group of {bsz}",
+                    self.slot
+                ),
+            }),
+        }
     }
 
     /// Whether segments are sealed ([`set_seal`](Self::set_seal)).
@@ -888,8 +1159,12 @@ impl<'d> RingPort<'d> {
     }
 
     /// Writes this side's whole table, cleared, with the connection's
-    /// generation (FUA).
+    /// generation (FUA). First checks that every device holding ring
+    /// segments of the connection, this side's or the peer's, is open
+    /// ([`set_devices`](Self::set_devices)): else nothing is written and
+    /// the error is [`Error::DeviceMissing`].
     pub fn init_table(&mut self) -> Result<(), Error> {
+        self.check_devices()?;
         self.table.mark_all_dirty();
         self.publish(WriteMode::Fua)
     }
@@ -901,12 +1176,12 @@ impl<'d> RingPort<'d> {
     /// `msg` and sealed; each batch's table entries are published once its
     /// write completed (the batches completed by then in one table write).
     pub fn send(&mut self, msg: &mut dyn MessageSource, len: u64) -> Result<(), Error> {
+        self.check_devices()?;
         self.used = true;
         self.writer
             .begin_message(len)
             .map_err(|e| self.machine_err(e))?;
         self.progressed();
-        self.start_io();
         let r = self.send_loop(msg, len);
         if r.is_err() {
             self.drain_io();
@@ -916,19 +1191,25 @@ impl<'d> RingPort<'d> {
 
     fn send_loop(&mut self, msg: &mut dyn MessageSource, len: u64) -> Result<(), Error> {
         loop {
-            // Keep the I/O thread busy. A message that fits in one batch
+            // Keep the I/O threads busy. A message that fits in one batch
             // is written right here: a hand-off would only add latency.
-            while self.io.is_some() && self.inflight.len() < WRITE_DEPTH {
+            // So is a batch for a device without an I/O thread, once the
+            // writes before it completed (they complete in order).
+            while self.inflight.len() < self.write_depth {
                 let Some(b) = self.writer.write_ahead() else {
                     break;
                 };
-                if self.inflight.is_empty() && b.segments.last().is_some_and(Segment::is_last) {
-                    self.write_batch_here(msg, &b, len)?;
+                let (dev, offset) = self.batch_location(self.role, &b)?;
+                let alone =
+                    self.inflight.is_empty() && b.segments.last().is_some_and(Segment::is_last);
+                if alone || !self.lane(dev) {
+                    while self.finish_write(true)? {}
+                    self.write_batch_here(msg, &b, len, dev, offset)?;
                     self.writer.on_segments_written(&mut self.table);
                     self.progressed();
                     break;
                 }
-                self.submit_batch(msg, b, len)?;
+                self.submit_batch(msg, b, len, dev, offset)?;
             }
             if !self.inflight.is_empty() {
                 // The oldest write, and any others already done: one
@@ -942,7 +1223,8 @@ impl<'d> RingPort<'d> {
             }
             match self.writer.next_action() {
                 WriterAction::WriteSegments(b) => {
-                    self.write_batch_here(msg, &b, len)?;
+                    let (dev, offset) = self.batch_location(self.role, &b)?;
+                    self.write_batch_here(msg, &b, len, dev, offset)?;
                     self.writer.on_segments_written(&mut self.table);
                     self.progressed();
                 }
@@ -980,9 +1262,9 @@ impl<'d> RingPort<'d> {
     where
         E: std::error::Error + Send + Sync + 'static,
     {
+        self.check_devices()?;
         self.used = true;
         self.progressed();
-        self.start_io();
         let r = self.recv_loop(sink);
         // A batch read ahead but not wanted any more (after a NAK).
         self.drain_io();
@@ -1002,7 +1284,8 @@ impl<'d> RingPort<'d> {
             if stale {
                 // What next_action and read_ahead look at.
                 let first = self.reader.expect().index;
-                self.read_peer(first, 2 * self.geo.batch)?;
+                let ahead = u32::try_from(self.read_depth).unwrap_or(1);
+                self.read_peer(first, ahead.saturating_add(1) * self.geo.batch)?;
             }
             let action = self
                 .reader
@@ -1011,13 +1294,9 @@ impl<'d> RingPort<'d> {
             match action {
                 ReaderAction::ReadSegments(b) => {
                     let (mut buf, verdicts) = self.fetch_batch(&b)?;
-                    if self.io.is_some() && self.inflight.is_empty() {
-                        if let Some(next) = self.reader.read_ahead(&self.peer, &b) {
-                            if let Err(e) = self.submit_read(next) {
-                                self.free.push(buf);
-                                return Err(e);
-                            }
-                        }
+                    if let Err(e) = self.read_ahead(&b) {
+                        self.free.push(buf);
+                        return Err(e);
                     }
                     let r = self.verify_batch(&b, &mut buf, verdicts, sink);
                     self.free.push(buf);
@@ -1026,9 +1305,11 @@ impl<'d> RingPort<'d> {
                         done = Some(info);
                     }
                     self.progressed();
-                    // With a batch read ahead, the table read says what
-                    // comes next already.
-                    stale = self.inflight.is_empty();
+                    // With as many batches read ahead as the devices
+                    // allow, the table read says what comes next already;
+                    // with fewer (a ring on several devices), reading it
+                    // again lets the next batch top them up.
+                    stale = self.inflight.len() < self.read_depth;
                 }
                 ReaderAction::PublishTable => {
                     self.publish(WriteMode::Normal)?;
@@ -1049,26 +1330,42 @@ impl<'d> RingPort<'d> {
         }
     }
 
-    /// Starts the I/O thread on a second handle of the device, once.
-    /// Without one (the device cannot be reopened), every I/O is made on
-    /// the caller's thread.
-    fn start_io(&mut self) {
-        if self.io_started {
-            return;
+    /// Whether device `dev` has an I/O thread: started, on a second handle
+    /// of the device, at the first call. Without one (the device cannot be
+    /// reopened), its I/O is made on the caller's thread.
+    fn lane(&mut self, dev: usize) -> bool {
+        match self.lanes.get(dev) {
+            Some(Lane::Running(_)) => return true,
+            Some(Lane::Here) | None => return false,
+            Some(Lane::Idle) => {}
         }
-        self.io_started = true;
-        if let Ok(dev) = self.dev.reopen() {
-            self.io = IoWorker::spawn(dev).ok();
+        let worker = self
+            .device_ref(dev)
+            .and_then(|d| d.reopen().ok())
+            .and_then(|h| IoWorker::spawn(h).ok());
+        let running = worker.is_some();
+        if let Some(lane) = self.lanes.get_mut(dev) {
+            *lane = worker.map_or(Lane::Here, Lane::Running);
+        }
+        running
+    }
+
+    /// The I/O thread of device `dev`, if running.
+    fn worker(&self, dev: usize) -> Option<&IoWorker> {
+        match self.lanes.get(dev) {
+            Some(Lane::Running(io)) => Some(io),
+            _ => None,
         }
     }
 
-    fn io_gone(&self) -> Error {
+    fn io_gone(&self, dev: usize) -> Error {
+        let location = self.location(dev);
         Error::Io {
             op: "device I/O",
-            location: format!("{} slot {}", self.dev.location(), self.slot),
+            location: format!("{location} slot {}", self.slot),
             source: fts_blockdev::Error::Io {
                 op: "hand an I/O to the I/O thread",
-                location: self.dev.location().to_owned(),
+                location: location.to_owned(),
                 offset: 0,
                 len: 0,
                 source: io::Error::other("the I/O thread ended"),
@@ -1090,15 +1387,16 @@ impl<'d> RingPort<'d> {
         )
     }
 
-    /// Hands an I/O to the I/O thread.
-    fn submit(&mut self, req: IoReq, batch: Batch) -> Result<(), Error> {
+    /// Hands an I/O on device `dev` to its I/O thread.
+    fn submit(&mut self, dev: usize, req: IoReq, batch: Batch) -> Result<(), Error> {
         let f = InFlight {
+            dev,
             op: req.op,
             offset: req.offset,
             len: req.len,
             batch,
         };
-        let sent = match self.io.as_ref().and_then(|io| io.tx.as_ref()) {
+        let sent = match self.worker(dev).and_then(|io| io.tx.as_ref()) {
             Some(tx) => tx.send(req).map_err(|e| e.0.buf),
             None => Err(req.buf),
         };
@@ -1109,16 +1407,17 @@ impl<'d> RingPort<'d> {
             }
             Err(buf) => {
                 self.free.push(buf);
-                Err(self.io_gone())
+                Err(self.io_gone(dev))
             }
         }
     }
 
-    /// The next completion of the I/O thread (`None`: none yet and
-    /// `block` is false).
-    fn next_done(&mut self, block: bool) -> Result<Option<IoDone>, Error> {
-        let Some(io) = &self.io else {
-            return Err(self.io_gone());
+    /// The next completion of device `dev`'s I/O thread (`None`: none yet
+    /// and `block` is false). When a thread ended, every thread is stopped
+    /// and what was in flight forgotten (the port is done for anyway).
+    fn next_done(&mut self, dev: usize, block: bool) -> Result<Option<IoDone>, Error> {
+        let Some(io) = self.worker(dev) else {
+            return Err(self.io_gone(dev));
         };
         let r = if block {
             io.rx.recv().map_err(|_| ())
@@ -1132,24 +1431,35 @@ impl<'d> RingPort<'d> {
         match r {
             Ok(d) => Ok(Some(d)),
             Err(()) => {
-                self.io = None;
+                for lane in &mut self.lanes {
+                    if matches!(lane, Lane::Running(_)) {
+                        *lane = Lane::Here;
+                    }
+                }
                 self.inflight.clear();
-                Err(self.io_gone())
+                Err(self.io_gone(dev))
             }
         }
     }
 
-    /// Drops the I/Os in flight: those not started yet are not made, the
-    /// one under way is waited for.
+    /// Sets or clears the cancel flag of every I/O thread.
+    fn cancel_io(&self, cancel: bool) {
+        for lane in &self.lanes {
+            if let Lane::Running(io) = lane {
+                io.cancel.store(cancel, Ordering::Release);
+            }
+        }
+    }
+
+    /// Drops the I/Os in flight: those not started yet are not made, those
+    /// under way are waited for.
     fn drain_io(&mut self) {
         if self.inflight.is_empty() {
             return;
         }
-        if let Some(io) = &self.io {
-            io.cancel.store(true, Ordering::Release);
-        }
-        while !self.inflight.is_empty() {
-            match self.next_done(true) {
+        self.cancel_io(true);
+        while let Some(dev) = self.inflight.front().map(|f| f.dev) {
+            match self.next_done(dev, true) {
                 Ok(Some(d)) => {
                     self.inflight.pop_front();
                     self.free.push(d.buf);
@@ -1157,26 +1467,63 @@ impl<'d> RingPort<'d> {
                 _ => break,
             }
         }
-        if let Some(io) = &self.io {
-            io.cancel.store(false, Ordering::Release);
-        }
+        self.cancel_io(false);
     }
 
-    /// Reads `b` from the source, seals it and hands its write to the I/O
-    /// thread.
+    /// Hands the reads of the batches following `current` (the batch
+    /// being consumed) that the peer's table already shows to the I/O
+    /// threads: up to one per device the peer's ring uses, stopping at a
+    /// device without an I/O thread.
+    fn read_ahead(&mut self, current: &Batch) -> Result<(), Error> {
+        while self.inflight.len() < self.read_depth {
+            let segments = self
+                .inflight
+                .iter()
+                .fold(u64::from(current.count()), |n, f| {
+                    n + u64::from(f.batch.count())
+                });
+            let last = self.inflight.back().map_or(current, |f| &f.batch);
+            let Some(next) = self
+                .reader
+                .read_ahead_past(&self.peer, current, last, segments)
+            else {
+                break;
+            };
+            let (dev, offset) = self.batch_location(self.role.peer(), &next)?;
+            if !self.lane(dev) {
+                break;
+            }
+            self.submit_read(next, dev, offset)?;
+        }
+        Ok(())
+    }
+
+    /// Reads `b` from the source, seals it and hands its write, at
+    /// `offset` of device `dev`, to that device's I/O thread. The sealing
+    /// is done there too when this side's ring is on one device; with
+    /// several, here, so that segments are sealed in sequence order.
     fn submit_batch(
         &mut self,
         msg: &mut dyn MessageSource,
         b: Batch,
         len: u64,
+        dev: usize,
+        offset: u64,
     ) -> Result<(), Error> {
         let mut buf = self.take_buf()?;
+        let seal_here = self.sealer.is_some() && self.own_devices > 1;
+        let mut finish = Some((self.finisher(), self.write_contexts(&b)));
         let ready = self.load_batch(msg, &b, len, &mut buf).and_then(|total| {
-            let offset = self.seg_offset(self.role, b.first_index())?;
+            if seal_here {
+                if let Some((f, segs)) = finish.take() {
+                    f.finish(&mut buf, &segs)
+                        .map_err(|(seq, e)| self.seal_err(seq, e))?;
+                }
+            }
             self.fence_fresh()?;
-            Ok((offset, total))
+            Ok(total)
         });
-        let (offset, total) = match ready {
+        let total = match ready {
             Ok(r) => r,
             Err(e) => {
                 self.free.push(buf);
@@ -1191,15 +1538,15 @@ impl<'d> RingPort<'d> {
             buf,
             fenced_at,
             check: None,
-            finish: Some((self.finisher(), self.write_contexts(&b))),
+            finish,
         };
-        self.submit(req, b)
+        self.submit(dev, req, b)
     }
 
-    /// Hands the read of `b` (read ahead) to the I/O thread.
-    fn submit_read(&mut self, b: Batch) -> Result<(), Error> {
+    /// Hands the read of `b` (read ahead), at `offset` of device `dev`, to
+    /// that device's I/O thread.
+    fn submit_read(&mut self, b: Batch, dev: usize, offset: u64) -> Result<(), Error> {
         let peer = self.role.peer();
-        let offset = self.seg_offset(peer, b.first_index())?;
         let segs = b
             .segments
             .iter()
@@ -1215,17 +1562,19 @@ impl<'d> RingPort<'d> {
             check: Some((self.checker(), segs)),
             finish: None,
         };
-        self.submit(req, b)
+        self.submit(dev, req, b)
     }
 
     /// Completes the oldest write in flight (waiting for it if `block`):
     /// its segments are recorded in the table, to be published. `false`
     /// when none was done.
     fn finish_write(&mut self, block: bool) -> Result<bool, Error> {
-        if self.inflight.is_empty() {
+        let Some(dev) = self.inflight.front().map(|f| f.dev) else {
             return Ok(false);
-        }
-        let Some(IoDone { buf, result, .. }) = self.next_done(block)? else {
+        };
+        // Each thread completes its I/Os in order: the oldest one's
+        // thread has it next.
+        let Some(IoDone { buf, result, .. }) = self.next_done(dev, block)? else {
             return Ok(false);
         };
         let Some(f) = self.inflight.pop_front() else {
@@ -1233,6 +1582,7 @@ impl<'d> RingPort<'d> {
             return Ok(false);
         };
         let err = self.io_err(
+            f.dev,
             "write segments",
             format!(
                 "{} ring entries {}+{}",
@@ -1248,12 +1598,12 @@ impl<'d> RingPort<'d> {
             // Stopped between the fence check and the write: check again,
             // and write here if the slot is still ours.
             (IoResult::StaleFence, IoOp::Write(mode)) => self.check_fence().and_then(|()| {
-                self.dev
+                self.device(f.dev)?
                     .write_at(f.offset, &buf[..f.len], mode)
                     .map_err(err)
             }),
             (IoResult::StaleFence, IoOp::Read) => Ok(()),
-            (IoResult::Cancelled, _) => Err(self.io_gone()),
+            (IoResult::Cancelled, _) => Err(self.io_gone(f.dev)),
             (IoResult::Seal(seq, e), _) => Err(self.seal_err(seq, e)),
         };
         self.free.push(buf);
@@ -1266,20 +1616,22 @@ impl<'d> RingPort<'d> {
     /// ahead when it is `b`, else read now.
     fn fetch_batch(&mut self, b: &Batch) -> Result<(AlignedBuf, Option<Vec<Verdict>>), Error> {
         let peer = self.role.peer();
-        let offset = self.seg_offset(peer, b.first_index())?;
+        let (dev, offset) = self.batch_location(peer, b)?;
         let total = self.batch_bytes(b);
         let err = self.io_err(
+            dev,
             "read segments",
             format!("{peer} ring entries {}+{}", b.first_index(), b.count()),
             offset,
         );
         if let Some(f) = self.inflight.front() {
             if f.batch == *b && matches!(f.op, IoOp::Read) && f.len == total {
+                let fdev = f.dev;
                 if let Some(IoDone {
                     buf,
                     result,
                     verdicts,
-                }) = self.next_done(true)?
+                }) = self.next_done(fdev, true)?
                 {
                     self.inflight.pop_front();
                     match result {
@@ -1297,9 +1649,12 @@ impl<'d> RingPort<'d> {
             self.drain_io();
         }
         let mut buf = self.take_buf()?;
-        if let Err(e) = self.dev.read_at(offset, &mut buf[..total]) {
+        let r = self
+            .device(dev)
+            .and_then(|d| d.read_at(offset, &mut buf[..total]).map_err(err));
+        if let Err(e) = r {
             self.free.push(buf);
-            return Err(err(e));
+            return Err(e);
         }
         Ok((buf, None))
     }
@@ -1348,13 +1703,14 @@ impl<'d> RingPort<'d> {
 
     fn io_err(
         &self,
+        dev: usize,
         op: &'static str,
         what: String,
         offset: u64,
     ) -> impl FnOnce(fts_blockdev::Error) -> Error {
         let location = format!(
             "{} slot {} {}, byte {offset}",
-            self.dev.location(),
+            self.location(dev),
             self.slot,
             what
         );
@@ -1362,17 +1718,6 @@ impl<'d> RingPort<'d> {
             op,
             location,
             source,
-        }
-    }
-
-    /// Byte offset of the data segment of ring entry `index` of `owner`'s table.
-    fn seg_offset(&self, owner: Role, index: u32) -> Result<u64, Error> {
-        let g = self.geo.ring_segment(self.slot, owner, index);
-        match self.geo.segment_location(g) {
-            Some((0, off)) => Ok(off),
-            other => Err(Error::Unsupported {
-                reason: format!("segment {g} at {other:?} is not on the master device"),
-            }),
         }
     }
 
@@ -1415,6 +1760,7 @@ impl<'d> RingPort<'d> {
             }
             let offset = base + (start * LB) as u64;
             let err = self.io_err(
+                0,
                 "write pointer table",
                 format!("{} table", self.role),
                 offset,
@@ -1477,6 +1823,7 @@ impl<'d> RingPort<'d> {
                 // is the polling loop.)
                 if let Err(e) = r {
                     return Err(self.io_err(
+                        0,
                         "read pointer table",
                         format!("{peer} table"),
                         offset,
@@ -1543,17 +1890,20 @@ impl<'d> RingPort<'d> {
         }
     }
 
-    /// Writes `b` from this thread (no write in flight).
+    /// Writes `b` at `offset` of device `dev` from this thread (no write
+    /// in flight).
     fn write_batch_here(
         &mut self,
         msg: &mut dyn MessageSource,
         b: &Batch,
         len: u64,
+        dev: usize,
+        offset: u64,
     ) -> Result<(), Error> {
         let mut buf = self.take_buf()?;
         let r = self.fill_batch(msg, b, len, &mut buf).and_then(|total| {
-            let offset = self.seg_offset(self.role, b.first_index())?;
             let err = self.io_err(
+                dev,
                 "write segments",
                 format!(
                     "{} ring entries {}+{}",
@@ -1564,7 +1914,7 @@ impl<'d> RingPort<'d> {
                 offset,
             );
             self.fence_fresh()?;
-            self.dev
+            self.device(dev)?
                 .write_at(offset, &buf[..total], WriteMode::Normal)
                 .map_err(err)
         });

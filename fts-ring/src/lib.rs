@@ -14,13 +14,17 @@
 //!   messages. Each side's pointer table lives in memory as a
 //!   [`TableImage`]. No I/O, no clocks; exhaustively testable.
 //! - [`driver`]: a thin I/O loop ([`RingPort`]) that runs both machines of
-//!   one side over a [`fts_blockdev::BlockDevice`]: segment headers with
-//!   CRC32C payload checks, coalesced batch I/O, table publication and
-//!   adaptive polling ([`Poller`]). Each port keeps several I/Os in flight
-//!   with an I/O thread on its own device handle: the writer reads the
-//!   next batches while earlier ones are sealed and written, the reader
-//!   reads (and checks) the next published batch while its sink consumes
-//!   one.
+//!   one side over the layout's devices ([`fts_blockdev::BlockDevice`]: the
+//!   master, holding the pointer tables, and the secondaries the session
+//!   gives it with [`RingPort::set_devices`]): segment headers with CRC32C
+//!   payload checks, coalesced batch I/O (a batch never crosses a multiple
+//!   of `B` in the ring, so it is one I/O on one device), table
+//!   publication and adaptive polling ([`Poller`]). Each port keeps several
+//!   I/Os in flight with an I/O thread per device it uses, each on its own
+//!   device handle, so that bandwidth grows with the number of devices: the
+//!   writer reads the next batches while earlier ones are sealed and
+//!   written, the reader reads (and checks) the next published batches
+//!   while its sink consumes one.
 //!
 //! - [`seal`]: sealed segments. With [`RingPort::set_seal`] every data
 //!   segment of a connection — so every message, file data and control
@@ -65,6 +69,6 @@ pub use driver::{
 pub use seal::SealKeys;
 
 pub use machine::{
-    peer_entry, Batch, Expectation, MachineError, MessageInfo, Reader, ReaderAction, RingConfig,
-    Segment, SegmentOutcome, TableImage, Writer, WriterAction, DEFAULT_MAX_RETRIES,
+    group_end, peer_entry, Batch, Expectation, MachineError, MessageInfo, Reader, ReaderAction,
+    RingConfig, Segment, SegmentOutcome, TableImage, Writer, WriterAction, DEFAULT_MAX_RETRIES,
 };

@@ -20,16 +20,20 @@
 //! - **Writer**: the segment at message position `k` may be written once
 //!   position `k - N` is acknowledged (so entry `i` is free when it was never
 //!   written or the reader acknowledged the sequence number last written
-//!   there). It writes at most `B` contiguous entries (no wrap) per batch,
-//!   then publishes the dirty chunks of its table. A message is done when
-//!   its last segment is acknowledged.
+//!   there). It writes a batch of at most `B` contiguous entries that never
+//!   crosses a multiple of `B` (nor wraps): the entries `[g × B, (g+1) × B)`
+//!   of group `g` are one contiguous run on one device (FORMAT.md "Ring
+//!   segments"), so a batch is always one I/O on one device ([`group_end`]).
+//!   Then it publishes the dirty chunks of its table. A message is done
+//!   when its last segment is acknowledged.
 //! - **Reader**: accepts the writer's entry at the expected index when its
 //!   chunk has the connection's generation, its flag has the writer's role
 //!   bit, its request id is the current one and its sequence number is the
 //!   expected one. It acknowledges (`ack_flg` = its own role bit, `ack_seq`,
 //!   `ack_req_id`) in its own table and publishes at least every `B`
 //!   segments, at the end of a message, after a NAK and whenever it has
-//!   nothing to read.
+//!   nothing to read. It reads the writer's segments by the same rule, a
+//!   batch never crossing a multiple of `B`.
 //! - **NAK**: a segment that fails verification is answered with
 //!   `FLG_NAK` and its `ack_seq`. The reader then expects, at the same index,
 //!   a sequence number *greater* than the rejected one. The writer rewinds to
@@ -151,9 +155,27 @@ impl RingConfig {
         u64::from(self.ring_entries)
     }
 
+    /// Entries a batch starting at ring index `idx` may hold: up to the
+    /// end of its group ([`group_end`]), so at most `B` and never wrapping.
+    fn group_room(&self, idx: u64) -> u64 {
+        let idx = u32::try_from(idx).unwrap_or(u32::MAX);
+        u64::from(group_end(idx, self.ring_entries, self.batch).saturating_sub(idx))
+    }
+
     fn p(&self) -> u64 {
         self.payload_capacity as u64
     }
+}
+
+/// The end (exclusive) of the group of ring entries holding index `index`
+/// in a ring of `ring_entries` entries with batch `batch`: the next multiple
+/// of `batch`, or the end of the ring. Groups `[g × B, (g+1) × B)` are each
+/// one contiguous run of segments on one device, so neither machine puts a
+/// batch across a group's end: every batch is one I/O on one device.
+pub fn group_end(index: u32, ring_entries: u32, batch: u32) -> u32 {
+    let b = u64::from(batch.max(1));
+    let end = (u64::from(index) / b + 1) * b;
+    u32::try_from(end.min(u64::from(ring_entries))).unwrap_or(ring_entries)
 }
 
 /// Request id of message number `counter` (0-based): the counter modulo 16.
@@ -327,7 +349,8 @@ impl Segment {
     }
 }
 
-/// Contiguous segments (consecutive ring indices, no wrap): one I/O.
+/// Contiguous segments (consecutive ring indices within one group of `B`
+/// entries, see [`group_end`]): one I/O on one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     /// The segments, in index order.
@@ -518,9 +541,7 @@ impl Writer {
             return None;
         }
         let idx = start % n;
-        let count = (window_end - start)
-            .min(u64::from(self.cfg.batch))
-            .min(n - idx);
+        let count = (window_end - start).min(self.cfg.group_room(idx));
         let p = self.cfg.p();
         let flag = self.cfg.role.flag();
         let segments = (0..count)
@@ -771,21 +792,45 @@ impl Reader {
     /// `next_action` and `on_segment` (which ignores them if `after` was
     /// not accepted in full).
     pub fn read_ahead(&self, peer: &[PtrChunk], after: &Batch) -> Option<Batch> {
-        let first = after.segments.first()?;
-        let last = after.segments.last()?;
-        if last.is_last()
-            || u64::from(first.index) != self.pos % self.cfg.n()
+        self.read_ahead_past(peer, after, after, u64::from(after.count()))
+    }
+
+    /// For a driver with several reads ahead: the batch `peer` holds after
+    /// `last`, the last of the batches read ahead (each the `read_ahead`
+    /// of the one before) after `current`, the batch of the last
+    /// [`ReaderAction::ReadSegments`] (not yet passed to
+    /// [`on_segment`](Self::on_segment)); `segments` counts the segments
+    /// from the first of `current` to the last of `last`, both included.
+    /// [`read_ahead`](Self::read_ahead) is this with `last` = `current`.
+    /// `None` as for `read_ahead`, or when `current` and `last` are not the
+    /// ends of such a run.
+    pub fn read_ahead_past(
+        &self,
+        peer: &[PtrChunk],
+        current: &Batch,
+        last: &Batch,
+        segments: u64,
+    ) -> Option<Batch> {
+        let n = self.cfg.n();
+        let first = current.segments.first()?;
+        let end = last.segments.last()?;
+        let pos = self.pos.checked_add(segments)?;
+        if end.is_last()
+            || segments < u64::from(current.count())
+            || u64::from(first.index) != self.pos % n
+            || u64::from(end.index) != (pos - 1) % n
+            || end.seq.checked_sub(first.seq) != Some(segments - 1)
             || !self.want.matches(first.seq)
         {
             return None;
         }
-        let pos = self.pos + u64::from(after.count());
-        let segments = self.scan(peer, pos, Want::Exact(last.seq + 1)).ok()?;
+        let segments = self.scan(peer, pos, Want::Exact(end.seq + 1)).ok()?;
         (!segments.is_empty()).then_some(Batch { segments })
     }
 
     /// The valid segments `peer` holds from message position `pos` on (at
-    /// most a batch, no wrap), the first matching `want`.
+    /// most to the end of the group, see [`group_end`]), the first matching
+    /// `want`.
     fn scan(
         &self,
         peer: &[PtrChunk],
@@ -794,7 +839,7 @@ impl Reader {
     ) -> Result<Vec<Segment>, MachineError> {
         let n = self.cfg.n();
         let idx = pos % n;
-        let max = u64::from(self.cfg.batch).min(n - idx);
+        let max = self.cfg.group_room(idx);
         let peer_flag = self.cfg.role.peer().flag();
         let req_id = req_id_of(self.messages);
         let p = self.cfg.p();

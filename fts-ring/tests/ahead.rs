@@ -6,7 +6,7 @@
 
 use fts_layout::Role;
 use fts_ring::{
-    Reader, ReaderAction, RingConfig, SegmentOutcome, TableImage, Writer, WriterAction,
+    group_end, Reader, ReaderAction, RingConfig, SegmentOutcome, TableImage, Writer, WriterAction,
 };
 
 const GEN: u64 = 9;
@@ -125,4 +125,90 @@ fn the_reader_reads_ahead_within_a_message_only() {
     for s in &a1.segments {
         assert_eq!(r2.on_segment(&mut rt2, s, true), SegmentOutcome::Ignored);
     }
+}
+
+fn cfg_nb(role: Role, n: u32, b: u32) -> RingConfig {
+    RingConfig {
+        ring_entries: n,
+        batch: b,
+        ..cfg(role)
+    }
+}
+
+#[test]
+fn group_end_is_the_next_multiple_of_the_batch_or_the_ring_end() {
+    assert_eq!(group_end(0, 7, 3), 3);
+    assert_eq!(group_end(2, 7, 3), 3);
+    assert_eq!(group_end(3, 7, 3), 6);
+    assert_eq!(group_end(5, 7, 3), 6);
+    assert_eq!(group_end(6, 7, 3), 7);
+    assert_eq!(group_end(0, 4, 4), 4);
+    assert_eq!(group_end(3, 4, 1), 4);
+    assert_eq!(group_end(65_534, 65_535, 65_535), 65_535);
+}
+
+/// Batches on both sides stop at every multiple of `B` (and the ring's
+/// end), also when a NAK makes the writer start again inside a group.
+#[test]
+fn batches_never_cross_a_multiple_of_the_batch() {
+    let (n, b) = (7, 3);
+    let mut w = Writer::new(cfg_nb(Role::Initiator, n, b)).unwrap();
+    let mut wt = TableImage::cleared(GEN, n, 1, |i| i);
+    let mut r = Reader::new(cfg_nb(Role::Connector, n, b)).unwrap();
+    let mut rt = TableImage::cleared(GEN, n, 1, |i| i);
+    // 7 segments: [0,3) [3,6) [6,7).
+    w.begin_message(7 * 100).unwrap();
+    let ahead: Vec<_> = std::iter::from_fn(|| w.write_ahead()).collect();
+    let runs: Vec<_> = ahead.iter().map(|b| (b.first_index(), b.count())).collect();
+    assert_eq!(runs, [(0, 3), (3, 3), (6, 1)]);
+    for _ in &ahead {
+        w.on_segments_written(&mut wt);
+    }
+    w.on_published();
+    let peer = wt.chunks();
+    // The reader reads the same runs, and reads ahead by them too.
+    let ReaderAction::ReadSegments(r0) = r.next_action(&peer).unwrap() else {
+        panic!("nothing to read");
+    };
+    assert_eq!((r0.first_index(), r0.count()), (0, 3));
+    let r1 = r.read_ahead(&peer, &r0).unwrap();
+    assert_eq!((r1.first_index(), r1.count()), (3, 3));
+    let r2 = r.read_ahead_past(&peer, &r0, &r1, 6).unwrap();
+    assert_eq!((r2.first_index(), r2.count()), (6, 1));
+    assert!(r2.segments[0].is_last());
+    // Not the ends of a run read ahead: nothing.
+    assert!(r.read_ahead_past(&peer, &r0, &r1, 5).is_none());
+    assert!(r.read_ahead_past(&peer, &r1, &r1, 3).is_none());
+    assert!(r.read_ahead_past(&peer, &r0, &r2, 7).is_none());
+    // Accept 0..3 and 3, reject 4 (seq 5): the writer starts again at 4,
+    // inside the group [3,6), and stops at its end.
+    for s in &r0.segments {
+        r.on_segment(&mut rt, s, true);
+    }
+    assert_eq!(
+        r.on_segment(&mut rt, &r1.segments[0], true),
+        SegmentOutcome::Accepted { last: false }
+    );
+    assert_eq!(
+        r.on_segment(&mut rt, &r1.segments[1], false),
+        SegmentOutcome::Rejected
+    );
+    r.on_published();
+    assert!(w.on_peer_acks(&rt.chunks()).unwrap());
+    let again = w.write_ahead().unwrap();
+    assert_eq!((again.first_index(), again.count()), (4, 2));
+    assert_eq!(again.segments[0].seq, 8);
+    let next = w.write_ahead().unwrap();
+    assert_eq!((next.first_index(), next.count()), (6, 1));
+    w.on_segments_written(&mut wt);
+    w.on_segments_written(&mut wt);
+    w.on_published();
+    // The reader, expecting index 4 after seq 5, reads [4,6) then [6,7).
+    let peer = wt.chunks();
+    let ReaderAction::ReadSegments(b4) = r.next_action(&peer).unwrap() else {
+        panic!("nothing to read");
+    };
+    assert_eq!((b4.first_index(), b4.count()), (4, 2));
+    let b6 = r.read_ahead(&peer, &b4).unwrap();
+    assert_eq!((b6.first_index(), b6.count()), (6, 1));
 }

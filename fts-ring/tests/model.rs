@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use fts_layout::{PtrChunk, PtrEntry, Role, FLG_LAST, FLG_NAK};
 use fts_ring::{
-    MachineError, Reader, ReaderAction, RingConfig, SegmentOutcome, TableImage, Writer,
+    group_end, MachineError, Reader, ReaderAction, RingConfig, SegmentOutcome, TableImage, Writer,
     WriterAction,
 };
 use proptest::prelude::*;
@@ -21,6 +21,7 @@ struct StoredSeg {
 
 struct Model {
     n: u32,
+    b: u32,
     writer: Writer,
     w_table: TableImage,
     reader: Reader,
@@ -85,6 +86,7 @@ impl Model {
         };
         Model {
             n,
+            b,
             writer: Writer::new(w_cfg).expect("writer"),
             w_table,
             reader: Reader::new(r_cfg).expect("reader"),
@@ -131,6 +133,13 @@ impl Model {
             WriterAction::WriteSegments(b) => {
                 assert!(b.count() >= 1);
                 assert!(b.first_index() + b.count() <= self.n, "batch wraps");
+                assert!(
+                    b.first_index() + b.count() <= group_end(b.first_index(), self.n, self.b),
+                    "writer's batch {}+{} crosses a multiple of {}",
+                    b.first_index(),
+                    b.count(),
+                    self.b
+                );
                 let msg = &self.messages[self.sent];
                 for (j, s) in b.segments.iter().enumerate() {
                     assert_eq!(s.index, b.first_index() + j as u32, "not contiguous");
@@ -175,6 +184,17 @@ impl Model {
     fn step_reader(&mut self) -> Result<(), MachineError> {
         match self.reader.next_action(&self.disk_w)? {
             ReaderAction::ReadSegments(b) => {
+                assert!(b.count() >= 1);
+                assert!(
+                    b.first_index() + b.count() <= group_end(b.first_index(), self.n, self.b),
+                    "reader's batch {}+{} crosses a multiple of {}",
+                    b.first_index(),
+                    b.count(),
+                    self.b
+                );
+                for (j, s) in b.segments.iter().enumerate() {
+                    assert_eq!(s.index, b.first_index() + j as u32, "not contiguous");
+                }
                 let mut rejected = false;
                 for s in &b.segments {
                     let stored = self.segs[s.index as usize].clone();

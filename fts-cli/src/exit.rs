@@ -108,7 +108,9 @@ pub fn code_of(err: &anyhow::Error) -> Code {
                 S::Key { .. } => return Code::Usage,
                 S::NameTaken { .. } => return Code::NameTaken,
                 S::Name(_) => return Code::Usage,
-                S::Device(_) | S::SecondaryMissing { .. } => return Code::Device,
+                S::Device(_)
+                | S::SecondaryMissing { .. }
+                | S::Ring(fts_ring::Error::DeviceMissing { .. }) => return Code::Device,
                 S::Lock(e) => return lock_code(e),
                 S::Layout { .. } => return Code::Layout,
                 _ => {}

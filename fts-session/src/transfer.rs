@@ -1148,6 +1148,9 @@ fn run_client<R>(
     let device = shared.location().to_string();
     let probe = shared.reopen()?;
     let r = (|| {
+        // A handle on every secondary device: the rings are striped over
+        // all of them.
+        let secondaries = shared.secondary_handles()?;
         let mut port = RingPort::new(
             shared.device(),
             geo,
@@ -1156,6 +1159,7 @@ fn run_client<R>(
             c.generation,
             id,
         )?;
+        port.set_devices(secondaries)?;
         port.set_fence(fence);
         if let Some(p) = proof.as_ref().filter(|p| p.sealed) {
             let (send, recv) = p.keys.for_role(Role::Initiator);
@@ -1335,6 +1339,9 @@ fn serve_connection(
     let r = (|| {
         // Its own current directory; the root's descriptor is shared.
         let root = root.clone();
+        // A handle on every secondary device: the rings are striped over
+        // all of them.
+        let secondaries = shared.secondary_handles()?;
         let mut port = RingPort::new(
             shared.device(),
             geo,
@@ -1343,6 +1350,7 @@ fn serve_connection(
             c.generation,
             id,
         )?;
+        port.set_devices(secondaries)?;
         port.set_fence(fence);
         if let Some(p) = proof.as_ref().filter(|p| p.sealed) {
             let (send, recv) = p.keys.for_role(Role::Connector);

@@ -212,6 +212,7 @@ pub fn cmd(args: &[String]) -> Result<()> {
         has_keygen,
         data_files: BTreeMap::new(),
         iscsi_rw: None,
+        concurrent: Default::default(),
     };
     let run_start = Instant::now();
     for g in &groups {
@@ -326,6 +327,7 @@ fn keys(group: &str, plan: &Plan) -> Vec<String> {
             .collect();
         if extra {
             v.push(format!("{p}.small"));
+            v.push(format!("{p}.limit_concurrent"));
             if p == "disk" {
                 v.push(format!("{p}.idle"));
             }
@@ -366,7 +368,7 @@ fn rows(plan: &Plan) -> Vec<RowSpec> {
         ratio,
     };
     let limit =
-        "fio: device write ‖ device read ‖ local file write + fsync, 8 × 1 MiB in flight each";
+        "fio, 8 × 1 MiB in flight: the slowest alone of device write, device read, local file write + fsync";
     let same = "the same limit";
     let floor = "I/O floor: 2 × (4 KiB O_DIRECT write + read), fio, 1 in flight";
     let mut v = Vec::new();
@@ -384,6 +386,15 @@ fn rows(plan: &Plan) -> Vec<RowSpec> {
             format!("get {s}, same device"),
             Some(&format!("{p}.get")),
             Some((same.into(), Some(&format!("{p}.limit")))),
+            Ratio::Percent,
+        ));
+        v.push(row(
+            format!("put {s}, same device, vs the three at once"),
+            Some(&format!("{p}.put")),
+            Some((
+                "fio: device write ‖ device read ‖ local file write + fsync, at once".into(),
+                Some(&format!("{p}.limit_concurrent")),
+            )),
             Ratio::Percent,
         ));
     }
@@ -529,6 +540,9 @@ struct Bench<'a> {
     /// Random files by size.
     data_files: BTreeMap<u64, PathBuf>,
     iscsi_rw: Option<Result<PathBuf, String>>,
+    /// The put limits' concurrent fio figures, kept by the limit closure
+    /// until the group records them.
+    concurrent: std::rc::Rc<std::cell::RefCell<Vec<f64>>>,
 }
 
 /// What kind of master device a group runs on.
@@ -593,7 +607,9 @@ impl Bench<'_> {
         fs::File::create(&dev)?.set_len(self.plan.dev_size)?;
         let dev = dev.display().to_string();
         let mut limit = self.fio_limit("disk", &lim);
-        self.fts_figures("disk", &dev, Kind::Disk, &mut limit)
+        let r = self.fts_figures("disk", &dev, Kind::Disk, &mut limit);
+        self.record_concurrent("disk");
+        r
     }
 
     fn cache(&mut self) -> Result<()> {
@@ -610,7 +626,9 @@ impl Bench<'_> {
         fs::File::create(&file)?.set_len(self.plan.dev_size)?;
         let lo = LoopDev::attach(&self.journal, &file)?;
         let mut limit = self.fio_limit("cache", lim.dev());
-        self.fts_figures("cache", lo.dev(), Kind::Cache, &mut limit)
+        let r = self.fts_figures("cache", lo.dev(), Kind::Cache, &mut limit);
+        self.record_concurrent("cache");
+        r
     }
 
     /// Fills the second half of the limit device `dev` (2 × size) with
@@ -631,9 +649,27 @@ impl Bench<'_> {
         self.floors(p, floors);
         let local = self.work.join("fio-local.bin");
         let dev = dev.to_string();
+        let concurrent = self.concurrent.clone();
         move || match &pre {
-            Ok(()) => tools::fio_put_limit(&dev, s, &local, s),
+            Ok(()) => {
+                let l = tools::fio_put_limit(&dev, s, &local, s)?;
+                eprintln!(
+                    "bench: fio: the three jobs at once {:.0} MiB/s, the slowest alone {:.0} MiB/s",
+                    l.concurrent, l.alone
+                );
+                concurrent.borrow_mut().push(l.concurrent);
+                Ok(l.alone)
+            }
             Err(e) => bail!("{e}"),
+        }
+    }
+
+    /// Records the concurrent fio figures the last limit closure kept.
+    fn record_concurrent(&mut self, p: &str) {
+        let v: Vec<f64> = self.concurrent.borrow_mut().drain(..).collect();
+        if !v.is_empty() {
+            self.results
+                .measured(&format!("{p}.limit_concurrent"), v, Unit::MiBps);
         }
     }
 

@@ -185,30 +185,48 @@ pub fn fio_prefill(dev: &str, offset: u64, size: u64) -> Result<()> {
     Ok(())
 }
 
+/// The put limit of a device, from two fio measurements (MiB/s).
+#[derive(Debug, Clone, Copy)]
+pub struct PutLimit {
+    /// The three jobs at once: what the machine did doing all of a put's
+    /// work together (a lower estimate of the limit: fio's own processes
+    /// compete for the cores too).
+    pub concurrent: f64,
+    /// The slowest of the three jobs, each run alone: no put can beat it
+    /// (an upper bound).
+    pub alone: f64,
+}
+
 /// What a put has to do, as fast as the machine can do it: write `size`
 /// bytes to `dev` at 0 ‖ read `size` bytes from `dev` at `read_at` ‖ write
 /// `size` bytes to the local file `local` and fsync it; 8 × 1 MiB in flight
-/// each (the local file buffered, as fts writes it). Returns the size over
-/// the time of the slowest of the three, in MiB/s.
-pub fn fio_put_limit(dev: &str, read_at: u64, local: &Path, size: u64) -> Result<f64> {
-    let _ = fs::remove_file(local);
-    let v = fio(
-        &[
-            "--bs=1M".into(),
-            "--iodepth=8".into(),
-            "--ioengine=libaio".into(),
+/// each (the local file buffered, as fts writes it). Measured with the
+/// three jobs at once (the size over the slowest job's time) and with each
+/// alone (the size over the slowest job's time alone).
+pub fn fio_put_limit(dev: &str, read_at: u64, local: &Path, size: u64) -> Result<PutLimit> {
+    let common: Vec<String> = vec![
+        "--bs=1M".into(),
+        "--iodepth=8".into(),
+        "--ioengine=libaio".into(),
+    ];
+    let jobs: [Vec<String>; 3] = [
+        vec![
             "--name=device-write".into(),
             format!("--filename={dev}"),
             "--rw=write".into(),
             "--direct=1".into(),
             "--offset=0".into(),
             format!("--size={size}"),
+        ],
+        vec![
             "--name=device-read".into(),
             format!("--filename={dev}"),
             "--rw=read".into(),
             "--direct=1".into(),
             format!("--offset={read_at}"),
             format!("--size={size}"),
+        ],
+        vec![
             "--name=local-write-fsync".into(),
             format!("--filename={}", local.display()),
             "--rw=write".into(),
@@ -217,22 +235,37 @@ pub fn fio_put_limit(dev: &str, read_at: u64, local: &Path, size: u64) -> Result
             "--fallocate=none".into(),
             format!("--size={size}"),
         ],
-        fio_timeout(3 * size),
-    )?;
-    let _ = fs::remove_file(local);
-    let mut slowest_ms = 0.0f64;
-    for j in v["jobs"].as_array().into_iter().flatten() {
-        let ms = j["job_runtime"]
-            .as_f64()
-            .context("fio job without job_runtime")?;
-        let moved = j["read"]["io_bytes"].as_u64().unwrap_or(0)
-            + j["write"]["io_bytes"].as_u64().unwrap_or(0);
-        if moved != size {
-            bail!("fio job {} moved {moved} bytes, not {size}", j["jobname"]);
+    ];
+    let slowest = |args: Vec<String>, n: u64| -> Result<f64> {
+        let _ = fs::remove_file(local);
+        let v = fio(&args, fio_timeout(n * size))?;
+        let _ = fs::remove_file(local);
+        let mut slowest_ms = 0.0f64;
+        for j in v["jobs"].as_array().into_iter().flatten() {
+            let ms = j["job_runtime"]
+                .as_f64()
+                .context("fio job without job_runtime")?;
+            let moved = j["read"]["io_bytes"].as_u64().unwrap_or(0)
+                + j["write"]["io_bytes"].as_u64().unwrap_or(0);
+            if moved != size {
+                bail!("fio job {} moved {moved} bytes, not {size}", j["jobname"]);
+            }
+            slowest_ms = slowest_ms.max(ms);
         }
-        slowest_ms = slowest_ms.max(ms);
+        Ok(rate(size, Duration::from_secs_f64(slowest_ms / 1000.0)))
+    };
+    let mut all = common.clone();
+    for j in &jobs {
+        all.extend(j.iter().cloned());
     }
-    Ok(rate(size, Duration::from_secs_f64(slowest_ms / 1000.0)))
+    let concurrent = slowest(all, 3)?;
+    let mut alone = f64::INFINITY;
+    for j in &jobs {
+        let mut args = common.clone();
+        args.extend(j.iter().cloned());
+        alone = alone.min(slowest(args, 1)?);
+    }
+    Ok(PutLimit { concurrent, alone })
 }
 
 /// Median latency in ms of 4 KiB O_DIRECT `write`s or `read`s, one in

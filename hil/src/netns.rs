@@ -245,6 +245,8 @@ pub struct NetnsRig {
     san: String,
     namespaces: Vec<String>,
     target: Option<TgtTarget>,
+    /// A second LUN for the `secondary` scenario, once added.
+    secondary: Option<Lun>,
     work: PathBuf,
     keep: bool,
     _tmp: Option<tempfile::TempDir>,
@@ -309,6 +311,7 @@ impl NetnsRig {
             san: san.clone(),
             namespaces: Vec::new(),
             target: None,
+            secondary: None,
             work: work.clone(),
             keep: opts.keep,
             _tmp: tmp,
@@ -513,6 +516,21 @@ impl NetnsRig {
             Some(t) => t.reset_lun(),
             None => Ok(()),
         }
+    }
+
+    /// A second LUN of the same target daemon, for a secondary device:
+    /// added at the first call (of `bytes` bytes, 4 KiB blocks), the same
+    /// LUN afterwards. `None` without a target (nothing to add it to).
+    pub fn secondary_lun(&mut self, bytes: u64) -> Result<Option<Lun>, Error> {
+        if let Some(l) = &self.secondary {
+            return Ok(Some(l.clone()));
+        }
+        let Some(t) = &mut self.target else {
+            return Ok(None);
+        };
+        let lun = t.tgtd.add_lun(bytes, 4096)?;
+        self.secondary = Some(lun.clone());
+        Ok(Some(lun))
     }
 
     /// Formats the LUN (from host 1) with the given extra `format` options.

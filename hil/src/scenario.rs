@@ -12,6 +12,7 @@
 //! | `holder-crash` | once per lock kind (pr, scsi2): a host holding the table lock crashes (link down first, then SIGKILL: the target keeps its session); an independent witness ([`crate::observer`]) sees the dead holder keep the lock, then lose it no sooner than the lock timeout allows and within fts's patience; a put that waited completes intact; nothing is left on the LU |
 //! | `link-flap` | a host's link goes down for 1.5 s once more than 4 MiB of its file has arrived; the file arrives intact, or the transfer fails cleanly with nothing (or only an intact file) under the target name and a re-run succeeds |
 //! | `destage` | a server runs with `--destage-off`: WCE 0 → 1 (seen from a third host while it serves a transfer), restored to 0 when it is stopped |
+//! | `secondary` | the layout gets a second LUN as a secondary device (`format --secondary iscsi://…`); every host finds it by id at the recorded URL, every host puts to every other at once, all arrive byte-identical, and both LUNs' backing files hold data segments (the rings are striped over both) |
 
 use std::collections::HashMap;
 use std::fs;
@@ -35,6 +36,7 @@ pub const ALL: &[&str] = &[
     "holder-crash",
     "link-flap",
     "destage",
+    "secondary",
 ];
 
 /// What a scenario name runs: `holder-crash` runs once per lock kind that
@@ -90,6 +92,7 @@ pub fn run_netns(rig: &mut NetnsRig, names: &[String]) -> Vec<ScenarioReport> {
                 "holder-crash-scsi2" => holder_crash(rig, "scsi2", &mut bytes),
                 "link-flap" => link_flap(rig, &mut bytes),
                 "destage" => destage(rig, &mut bytes),
+                "secondary" => secondary(rig, &mut bytes),
                 other => Err(format!(
                     "unknown scenario {other:?} (known: {})",
                     ALL.join(", ")
@@ -304,6 +307,42 @@ fn all_pairs(rig: &NetnsRig, bytes: &mut u64) -> Result<String, String> {
     Ok(format!(
         "{n} concurrent transfers, all byte-identical, {:.1} MiB/s aggregate",
         *bytes as f64 / (1 << 20) as f64 / secs
+    ))
+}
+
+/// Data segment headers (`FSEG` at the start of an LB) in `path`.
+fn segment_headers(path: &Path) -> Result<usize, String> {
+    let data = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(data
+        .chunks(4096)
+        .filter(|lb| lb.starts_with(b"FSEG"))
+        .count())
+}
+
+/// Scenario 6: a secondary device over iSCSI.
+fn secondary(rig: &mut NetnsRig, bytes: &mut u64) -> Result<String, String> {
+    const SECONDARY_BYTES: u64 = 512 << 20;
+    let Some(lun) = rig
+        .secondary_lun(SECONDARY_BYTES)
+        .map_err(|e| format!("adding the secondary LUN: {e}"))?
+    else {
+        return Err("the rig has no target to add a secondary LUN to".into());
+    };
+    let mut args: Vec<&str> = FORMAT.to_vec();
+    args.extend(["--secondary", &lun.url]);
+    rig.format(&args)
+        .map_err(|e| format!("formatting with a secondary device: {e}"))?;
+    let before = segment_headers(&lun.backing)?;
+    let line = all_pairs(rig, bytes)?;
+    let on_master = segment_headers(&rig.lun.backing)?;
+    let on_secondary = segment_headers(&lun.backing)?;
+    if on_secondary <= before || on_master == 0 {
+        return Err(format!(
+            "segments were not striped over both LUNs: {on_master} segment headers on the master, {on_secondary} on the secondary ({before} before)"
+        ));
+    }
+    Ok(format!(
+        "{line}; segment headers: {on_master} on the master, {on_secondary} on the secondary LUN"
     ))
 }
 

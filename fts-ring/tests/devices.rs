@@ -462,7 +462,15 @@ fn assert_delivered(
     faults: Option<&Faults>,
 ) -> u64 {
     let log = show(faults);
-    assert!(r.sent.is_ok(), "send failed: {:?}{log}", r.sent);
+    assert!(
+        r.sent.is_ok(),
+        "send failed: {:?}{log}\nreceived: {:?}",
+        r.sent,
+        r.received
+            .iter()
+            .map(|x| x.as_ref().err().map(ToString::to_string))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(r.received.len(), msgs.len());
     for (m, got) in msgs.iter().zip(&r.received) {
         let info = got
@@ -763,7 +771,10 @@ fn a_bit_flipped_reading_a_secondary_segment_is_nacked_and_resent() {
         let (faulty_dev, faults) = faulty(&rig, dev, plan);
         let mut rx = rig.host();
         rx.secondaries[dev - 1] = Some(faulty_dev);
-        let msgs = [message(12 * rig.payload(false), 4), message(3, 5)];
+        // Five laps of the ring: with the rings striped, each device holds
+        // a batch group of every lap, so the third read there happens.
+        let laps = 5 * rig.geo.ring_entries as usize;
+        let msgs = [message(laps * rig.payload(false), 4), message(3, 5)];
         let r = one_way(&rig, &rig.geo, slot, from, false, rig.host(), rx, &msgs);
         let resent = assert_delivered(&rig, &r, &msgs, false, Some(&faults));
         assert_eq!(faults.fired(0), 1, "device {dev}: the fault never fired");

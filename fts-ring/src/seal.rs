@@ -432,4 +432,105 @@ mod tests {
         assert!(!shown.contains('1'), "{shown}");
         assert!(shown.contains("redacted"));
     }
+    /// Keys, context and payloads of the golden vectors: fixed, so that
+    /// the ciphertexts below pin the wire format (FORMAT.md "Sealed
+    /// segments") whatever AES-GCM implementation seals and opens.
+    fn golden_keys() -> SealKeys {
+        let mut send = [0u8; 32];
+        for (i, b) in send.iter_mut().enumerate() {
+            *b = i as u8 + 1;
+        }
+        SealKeys {
+            send,
+            recv: [0xee; 32],
+        }
+    }
+
+    fn golden_ctx(len: usize) -> SegmentContext {
+        SegmentContext {
+            layout_id: 0x0123_4567_89ab_cdef,
+            slot: 17,
+            generation: 0x0102_0304_0506,
+            writer: Role::Connector,
+            index: 5,
+            segment: 1234,
+            seq: 0x00de_adbe_ef01,
+            req_id: 9,
+            flags: 0x03,
+            len: len as u32,
+        }
+    }
+
+    fn golden_payload(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 + (i >> 8)) as u8).collect()
+    }
+
+    /// Sealed with the RustCrypto `aes-gcm` 0.10 implementation (fts
+    /// before it moved to `ring`): (payload length, ciphertext ‖ tag) for
+    /// short payloads, (payload length, CRC32C of the ciphertext, tag)
+    /// for long ones.
+    const GOLDEN_SHORT: &[(usize, &str)] = &[
+        (0, "3a19d9180be08704374d7b5a54add0ba"),
+        (1, "daf1fe1839d461ae58083d5cd27367b7e2"),
+        (15, "da84e0bbd4d36c07520aa21eaadeab793cc13970eb15dd59d4484b9fc8c6cf"),
+        (16, "da84e0bbd4d36c07520aa21eaadeab01139455724b0ffc138f574e6dbedf196d"),
+        (17, "da84e0bbd4d36c07520aa21eaadeab0142f781032f3c0c6470e20c43859f82bf19"),
+        (45, "da84e0bbd4d36c07520aa21eaadeab014219c77b412a2fd724f5937d82f8ec6d0334af4bc0852cd213eda9bb89779428b722ebddb191308c5356ae123d"),
+        (100, "da84e0bbd4d36c07520aa21eaadeab014219c77b412a2fd724f5937d82f8ec6d0334af4bc0852cd213eda9bb89630c5009ba1cfd3e47c222d5669a209484821e6718de9f02fdee092c73c97ae15ff61aea2fb5f428de3c9d19707ee6648beb2e4f34aeec6b9870b70c1b450fed6f95f71bbc4f51"),
+        (255, "da84e0bbd4d36c07520aa21eaadeab014219c77b412a2fd724f5937d82f8ec6d0334af4bc0852cd213eda9bb89630c5009ba1cfd3e47c222d5669a209484821e6718de9f02fdee092c73c97ae15ff61aea2fb5f428de3c9d19707ee6648beb2e4f34aeecdaae8aa0afa12069033c6cc1fd2fcac492fdc50de684dac2679c012853c54cca5cb9336d897e90764cd27b17100c5af9c05898843cf30446f82770b4d9b413229adeb29e5c55b3fec2fd77fdb524aceb1df4d8f3225551c4533cd8dc809a5026cea4538635eead526ae14b293231f0fbe8f4e3ea12e5a0019bb2b7b481e44b8a5135a44f96e3030948e9cd29419d191cb47d1a27cf3bd36d26d1b50089718898d6e6bad61956b5ec6bd55f"),
+    ];
+    const GOLDEN_LONG: &[(usize, u32, &str)] = &[
+        (256, 0xb6ff64ea, "f002c75d3ab1e30561f0518d1d186456"),
+        (1000, 0x3ecbac15, "2582eee58bce2df5a0475b9643012402"),
+        (4096, 0xc3d4e6e2, "4d930c360e2df33e1a6f986cbde02c5d"),
+        (65472, 0x84f64f43, "286988559a2508dbd41e41ef5e0461fc"),
+        (65549, 0x5d12547b, "a1b773f37964821018c43a271d2a317c"),
+        (1048576, 0x16024576, "5f03ae777e2d28dc802b0eaa8993cfcc"),
+    ];
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn golden_segments_seal_and_open_byte_identical() {
+        let keys = golden_keys();
+        let peer = SealKeys {
+            send: keys.recv,
+            recv: keys.send,
+        };
+        for (len, want) in GOLDEN_SHORT {
+            let mut tx = Sealer::new(&keys).unwrap();
+            let mut body = golden_payload(*len);
+            body.resize(len + SEAL_TAG_SIZE, 0);
+            tx.seal(&golden_ctx(*len), &mut body).unwrap();
+            assert_eq!(&hex(&body), want, "seal of {len} bytes");
+            let rx = Sealer::new(&peer).unwrap();
+            rx.open(&golden_ctx(*len), &mut body).unwrap();
+            assert_eq!(
+                body[..*len],
+                golden_payload(*len)[..],
+                "open of {len} bytes"
+            );
+        }
+        for (len, crc, tag) in GOLDEN_LONG {
+            let mut tx = Sealer::new(&keys).unwrap();
+            let mut body = golden_payload(*len);
+            body.resize(len + SEAL_TAG_SIZE, 0);
+            tx.seal(&golden_ctx(*len), &mut body).unwrap();
+            assert_eq!(
+                crc32c::crc32c(&body[..*len]),
+                *crc,
+                "ciphertext of {len} bytes"
+            );
+            assert_eq!(&hex(&body[*len..]), tag, "tag of {len} bytes");
+            let rx = Sealer::new(&peer).unwrap();
+            rx.open(&golden_ctx(*len), &mut body).unwrap();
+            assert_eq!(
+                body[..*len],
+                golden_payload(*len)[..],
+                "open of {len} bytes"
+            );
+        }
+    }
 }

@@ -24,12 +24,21 @@
 //!
 //! This module is pure (no I/O); the driver seals into and opens in its
 //! aligned I/O buffer, in place.
+//!
+//! Implementation: `ring`'s `AES_256_GCM` (BoringSSL's assembly: AES-NI
+//! with carry-less multiplication, or VAES/VPCLMULQDQ where the CPU has
+//! them, chosen at run time), about 10 GB/s on one core of the reference
+//! machine against about 1.35 GB/s for RustCrypto's `aes-gcm` 0.10, which
+//! fts used before (same algorithm, nonce and associated data, so the
+//! format did not change; the golden vectors in the tests were sealed with
+//! it). The keys in [`SealKeys`] are zeroed when dropped; the ciphers' key
+//! schedules inside `ring` are not (`ring` does not zero them, and this
+//! crate has no unsafe code to do it).
 
 use std::fmt;
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
 use fts_layout::{Role, SEAL_TAG_SIZE};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 use zeroize::Zeroize;
 
 /// The domain-separation prefix of the associated data (10 bytes).
@@ -164,12 +173,43 @@ pub enum SealError {
     /// start at 1, so one key for both directions would repeat nonces.
     #[error("the send and receive keys are equal (nonces would repeat)")]
     EqualKeys,
+    /// The cipher refused the key (not expected for a 32-byte key).
+    #[error("the AES-256-GCM key could not be set up")]
+    Key,
+}
+
+/// The AES-256-GCM cipher of one key.
+fn cipher(key: &[u8; 32]) -> Result<LessSafeKey, SealError> {
+    UnboundKey::new(&AES_256_GCM, key)
+        .map(LessSafeKey::new)
+        .map_err(|_| SealError::Key)
+}
+
+/// Checks the tag at `body[ctx.len..ctx.len + 16]` and, only if it
+/// matches, leaves the plaintext in `body[..ctx.len]`.
+fn open_with(key: &LessSafeKey, ctx: &SegmentContext, body: &mut [u8]) -> Result<(), SealError> {
+    let len = ctx.len as usize;
+    if body.len() < len + SEAL_TAG_SIZE {
+        return Err(SealError::Short);
+    }
+    let (text, rest) = body.split_at_mut(len);
+    let mut tag = [0u8; SEAL_TAG_SIZE];
+    tag.copy_from_slice(&rest[..SEAL_TAG_SIZE]);
+    key.open_in_place_separate_tag(
+        Nonce::assume_unique_for_key(nonce(ctx.seq)),
+        Aad::from(ctx.aad()),
+        Tag::from(tag),
+        text,
+        0..,
+    )
+    .map(|_| ())
+    .map_err(|_| SealError::Open)
 }
 
 /// Both ciphers of one side of a connection, and the nonce guard.
 pub struct Sealer {
-    send: Aes256Gcm,
-    recv: Aes256Gcm,
+    send: LessSafeKey,
+    recv: LessSafeKey,
     last_sealed: u64,
 }
 
@@ -191,11 +231,11 @@ impl Sealer {
             return Err(SealError::EqualKeys);
         }
         // Borrowed, not copied: the only copies of the keys are `keys`
-        // (zeroed on drop) and the ciphers' key schedules (zeroed on drop
-        // by the `zeroize` feature of `aes`).
+        // (zeroed on drop) and the ciphers' key schedules (not zeroed: see
+        // the module docs).
         Ok(Sealer {
-            send: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&keys.send)),
-            recv: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&keys.recv)),
+            send: cipher(&keys.send)?,
+            recv: cipher(&keys.recv)?,
             last_sealed: 0,
         })
     }
@@ -223,36 +263,32 @@ impl Sealer {
         // Claimed before encrypting: even a failure never leaves a nonce
         // that could be used again.
         self.last_sealed = ctx.seq;
-        let n = nonce(ctx.seq);
         let tag = self
             .send
-            .encrypt_in_place_detached(Nonce::from_slice(&n), &ctx.aad(), text)
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce(ctx.seq)),
+                Aad::from(ctx.aad()),
+                text,
+            )
             .map_err(|_| SealError::Short)?;
-        rest[..SEAL_TAG_SIZE].copy_from_slice(&tag);
+        rest[..SEAL_TAG_SIZE].copy_from_slice(tag.as_ref());
         Ok(())
     }
 
     /// Checks the tag at `body[ctx.len..ctx.len + 16]` and, only if it
-    /// matches, decrypts `body[..ctx.len]` in place. On failure `body` is
-    /// unchanged (still ciphertext).
+    /// matches, leaves the plaintext in `body[..ctx.len]` (decrypted in
+    /// place). On failure `body[..ctx.len]` is zeroed: neither the
+    /// ciphertext nor unauthenticated plaintext is left (`ring` decrypts
+    /// while it authenticates); the tag is left as it was.
     pub fn open(&self, ctx: &SegmentContext, body: &mut [u8]) -> Result<(), SealError> {
-        let len = ctx.len as usize;
-        if body.len() < len + SEAL_TAG_SIZE {
-            return Err(SealError::Short);
-        }
-        let (text, rest) = body.split_at_mut(len);
-        let tag = Tag::clone_from_slice(&rest[..SEAL_TAG_SIZE]);
-        let n = nonce(ctx.seq);
-        self.recv
-            .decrypt_in_place_detached(Nonce::from_slice(&n), &ctx.aad(), text, &tag)
-            .map_err(|_| SealError::Open)
+        open_with(&self.recv, ctx, body)
     }
 }
 
 /// The receiving cipher alone, to open segments on another thread
 /// ([`Sealer::opener`]).
 pub(crate) struct Opener {
-    recv: Aes256Gcm,
+    recv: LessSafeKey,
 }
 
 impl fmt::Debug for Opener {
@@ -264,22 +300,12 @@ impl fmt::Debug for Opener {
 impl Opener {
     /// As [`Sealer::open`].
     pub(crate) fn open(&self, ctx: &SegmentContext, body: &mut [u8]) -> Result<(), SealError> {
-        let len = ctx.len as usize;
-        if body.len() < len + SEAL_TAG_SIZE {
-            return Err(SealError::Short);
-        }
-        let (text, rest) = body.split_at_mut(len);
-        let tag = Tag::clone_from_slice(&rest[..SEAL_TAG_SIZE]);
-        let n = nonce(ctx.seq);
-        self.recv
-            .decrypt_in_place_detached(Nonce::from_slice(&n), &ctx.aad(), text, &tag)
-            .map_err(|_| SealError::Open)
+        open_with(&self.recv, ctx, body)
     }
 }
 
 impl Sealer {
-    /// A copy of the receiving cipher (its key schedule is zeroed on drop
-    /// like this one's).
+    /// A copy of the receiving cipher.
     pub(crate) fn opener(&self) -> Opener {
         Opener {
             recv: self.recv.clone(),
@@ -384,7 +410,8 @@ mod tests {
         for v in &variants {
             let mut b = sealed.clone();
             assert_eq!(rx.open(v, &mut b), Err(SealError::Open), "{v:?}");
-            assert_eq!(b, sealed, "a failed open leaves the ciphertext");
+            assert_eq!(&b[..100], &[0; 100][..], "a failed open zeroes the text");
+            assert_eq!(&b[100..], &sealed[100..], "and leaves the tag");
         }
         // A shorter length moves the tag: fails too.
         let mut b = sealed.clone();

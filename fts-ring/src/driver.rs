@@ -1966,9 +1966,11 @@ impl<'d> RingPort<'d> {
                 seq,
                 last,
             },
-            SealError::Open | SealError::Short | SealError::EqualKeys => Error::Config {
-                reason: format!("sealing segment {seq}: {e}"),
-            },
+            SealError::Open | SealError::Short | SealError::EqualKeys | SealError::Key => {
+                Error::Config {
+                    reason: format!("sealing segment {seq}: {e}"),
+                }
+            }
         }
     }
 

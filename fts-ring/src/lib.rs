@@ -28,7 +28,8 @@
 //!
 //! - [`seal`]: sealed segments. With [`RingPort::set_seal`] every data
 //!   segment of a connection — so every message, file data and control
-//!   alike — is encrypted and authenticated with AES-256-GCM under
+//!   alike — is encrypted and authenticated with AES-256-GCM (`ring`'s
+//!   implementation: several GB/s per core with AES-NI) under
 //!   per-direction keys ([`SealKeys`]) that the session layer derives for
 //!   the connection. The segment's sequence number is the nonce; layout,
 //!   slot, generation, writing side, ring index, segment number, sequence

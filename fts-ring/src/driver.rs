@@ -1308,8 +1308,10 @@ impl<'d> RingPort<'d> {
                     // With as many batches read ahead as the devices
                     // allow, the table read says what comes next already;
                     // with fewer (a ring on several devices), reading it
-                    // again lets the next batch top them up.
-                    stale = self.inflight.len() < self.read_depth;
+                    // again lets the next batch top them up. A completed
+                    // message needs no more of the peer's table: its
+                    // acknowledgement is published next.
+                    stale = done.is_none() && self.inflight.len() < self.read_depth;
                 }
                 ReaderAction::PublishTable => {
                     self.publish(WriteMode::Normal)?;

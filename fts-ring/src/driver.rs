@@ -5,7 +5,9 @@
 //! message into segments, writes each batch of contiguous segments with one
 //! I/O (header with payload CRC32C + payload, only the LBs in use), then the
 //! dirty LBs of its table, and waits for the peer's acknowledgements.
-//! [`RingPort::recv`] polls the peer's table, reads each batch with one I/O,
+//! [`RingPort::recv`] polls the peer's table (waiting for a message's first
+//! segment, mostly that segment itself: see FORMAT.md "Ring protocol",
+//! reading a message's first segment early), reads each batch with one I/O,
 //! verifies it, hands verified payload to a sink in order and publishes its
 //! acknowledgements. While waiting it calls the liveness callback (dead-peer
 //! detection and timeouts belong to the session layer) and backs off with a
@@ -60,8 +62,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fts_blockdev::{AlignedBuf, BlockDevice, WriteMode};
 use fts_layout::{
-    Expect, Geometry, PtrChunk, Role, SegHeader, Stamp, LB, RECORD_SIZE, SEAL_AES256GCM, SEAL_NONE,
-    SEAL_TAG_SIZE, SEG_HDR_SIZE,
+    Expect, Geometry, PtrChunk, Role, SegHeader, Stamp, FLG_LAST, LB, RECORD_SIZE, SEAL_AES256GCM,
+    SEAL_NONE, SEAL_TAG_SIZE, SEG_HDR_SIZE,
 };
 
 use crate::machine::{
@@ -649,6 +651,12 @@ pub type Fence<'d> = Box<dyn FnMut() -> Result<(), Error> + Send + 'd>;
 /// repeated (see `RingPort::fence_fresh`).
 const FENCE_FRESH: Duration = Duration::from_millis(20);
 
+/// A reader waiting for a message's first segment reads that segment
+/// instead of the peer's table ([`RingPort::read_early`]), except every
+/// this many polls: a segment whose header is damaged is only found (and
+/// NAKed) through the table.
+const TABLE_EVERY: u32 = 4;
+
 /// How long a side waits without progress before it rewrites its whole
 /// pointer table (and again every as long).
 pub const REPUBLISH_AFTER: Duration = Duration::from_millis(250);
@@ -709,6 +717,12 @@ pub struct RingPort<'d> {
     used: bool,
     /// Peer segments in a row that failed the sealing.
     seal_failures: u32,
+    /// The first segment of the next message, read (and verified) before
+    /// the peer's table announced it ([`Self::read_early`]).
+    early: Option<(Segment, AlignedBuf, Verdict)>,
+    /// Polls for a message's first segment so far (every
+    /// [`TABLE_EVERY`]-th reads the table).
+    polls: u32,
 }
 
 impl fmt::Debug for RingPort<'_> {
@@ -870,6 +884,8 @@ impl<'d> RingPort<'d> {
             opener: None,
             used: false,
             seal_failures: 0,
+            early: None,
+            polls: 0,
         })
     }
 
@@ -1268,6 +1284,9 @@ impl<'d> RingPort<'d> {
         let r = self.recv_loop(sink);
         // A batch read ahead but not wanted any more (after a NAK).
         self.drain_io();
+        if let Some((_, buf, _)) = self.early.take() {
+            self.free.push(buf);
+        }
         r
     }
 
@@ -1281,7 +1300,7 @@ impl<'d> RingPort<'d> {
         let mut done: Option<MessageInfo> = None;
         let mut stale = true;
         loop {
-            if stale {
+            if stale && !self.read_early()? {
                 // What next_action and read_ahead look at.
                 let first = self.reader.expect().index;
                 let ahead = u32::try_from(self.read_depth).unwrap_or(1);
@@ -1308,8 +1327,10 @@ impl<'d> RingPort<'d> {
                     // With as many batches read ahead as the devices
                     // allow, the table read says what comes next already;
                     // with fewer (a ring on several devices), reading it
-                    // again lets the next batch top them up.
-                    stale = self.inflight.len() < self.read_depth;
+                    // again lets the next batch top them up. A completed
+                    // message needs no more of the peer's table: its
+                    // acknowledgement is published next.
+                    stale = done.is_none() && self.inflight.len() < self.read_depth;
                 }
                 ReaderAction::PublishTable => {
                     self.publish(WriteMode::Normal)?;
@@ -1615,6 +1636,15 @@ impl<'d> RingPort<'d> {
     /// The buffer holding `b` as read from the device: the batch read
     /// ahead when it is `b`, else read now.
     fn fetch_batch(&mut self, b: &Batch) -> Result<(AlignedBuf, Option<Vec<Verdict>>), Error> {
+        if self
+            .early
+            .as_ref()
+            .is_some_and(|(s, _, _)| b.segments.as_slice() == [*s])
+        {
+            if let Some((_, buf, v)) = self.early.take() {
+                return Ok((buf, Some(vec![v])));
+            }
+        }
         let peer = self.role.peer();
         let (dev, offset) = self.batch_location(peer, b)?;
         let total = self.batch_bytes(b);
@@ -1864,6 +1894,120 @@ impl<'d> RingPort<'d> {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Polls for the first segment of the next message by reading the
+    /// segment itself rather than the peer's table, which the writer
+    /// writes only after it: `Ok(true)` when it was there, intact and
+    /// current (header: own CRC, generation, slot, sequence number,
+    /// request id, role bit; payload: CRC and, sealed, the tag), and is
+    /// now announced in `self.peer` ([`Reader::announce`]) for the reader
+    /// machine to take like any other. `Ok(false)`: read the table as
+    /// usual; so does every [`TABLE_EVERY`]-th poll, and the one after a
+    /// segment that is current but fails its checks (a torn write, or
+    /// damage the table path then NAKs).
+    fn read_early(&mut self) -> Result<bool, Error> {
+        self.polls = self.polls.wrapping_add(1);
+        if self.polls % TABLE_EVERY == 0
+            || !self.inflight.is_empty()
+            || self.early.is_some()
+            || self.peer.len() != self.geo.chunks_per_table as usize
+        {
+            return Ok(false);
+        }
+        let Some(x) = self.reader.message_start() else {
+            return Ok(false);
+        };
+        let peer = self.role.peer();
+        let probe = Segment {
+            index: x.index,
+            seq: x.seq,
+            offset: 0,
+            len: 0,
+            flags: peer.flag(),
+            req_id: x.req_id,
+        };
+        let (dev, offset) = self.batch_location(
+            peer,
+            &Batch {
+                segments: vec![probe],
+            },
+        )?;
+        let mut buf = self.take_buf()?;
+        match self.read_early_into(&mut buf, dev, offset, probe) {
+            Ok(Some((seg, v))) if self.reader.announce(&mut self.peer, &seg) => {
+                self.early = Some((seg, buf, v));
+                Ok(true)
+            }
+            Ok(_) => {
+                self.free.push(buf);
+                Ok(false)
+            }
+            Err(e) => {
+                self.free.push(buf);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Self::read_early`]'s read and checks of the segment `probe`
+    /// (sequence number, request id, index) at `offset` of device `dev`.
+    fn read_early_into(
+        &mut self,
+        buf: &mut AlignedBuf,
+        dev: usize,
+        offset: u64,
+        probe: Segment,
+    ) -> Result<Option<(Segment, Verdict)>, Error> {
+        let peer = self.role.peer();
+        let what = || format!("{peer} ring entry {}", probe.index);
+        let err = self.io_err(dev, "read segments", what(), offset);
+        self.device(dev)?
+            .read_at(offset, &mut buf[..LB])
+            .map_err(err)?;
+        let ctx = self.seal_context(peer, &probe);
+        let Ok(h) = SegHeader::decode(
+            &buf[..SEG_HDR_SIZE],
+            Expect::exact(self.layout_id, ctx.segment),
+        ) else {
+            return Ok(None);
+        };
+        let flag = peer.flag();
+        let cap = self.reader.config().payload_capacity;
+        let len = h.len as usize;
+        let last = h.flags & FLG_LAST != 0;
+        if h.seg_seq != probe.seq
+            || h.generation != self.generation
+            || h.slot != self.slot
+            || h.req_id != probe.req_id
+            || h.flags & flag == 0
+            || h.flags & !(flag | FLG_LAST) != 0
+            || len > cap
+            || (!last && len != cap)
+        {
+            return Ok(None);
+        }
+        let seg = Segment {
+            len: h.len,
+            flags: h.flags,
+            ..probe
+        };
+        let need = lbs_for(SEG_HDR_SIZE + len + self.tag_len());
+        if need > LB {
+            let at = offset + LB as u64;
+            let err = self.io_err(dev, "read segments", what(), at);
+            self.device(dev)?
+                .read_at(at, &mut buf[LB..need])
+                .map_err(err)?;
+        }
+        let ctx = self.seal_context(peer, &seg);
+        let v = self.checker().check(buf, 0, &seg, &ctx);
+        if !v.ok {
+            // Current but not intact: the table decides (and NAKs).
+            self.polls = TABLE_EVERY - 1;
+            return Ok(None);
+        }
+        Ok(Some((seg, v)))
     }
 
     /// Bytes one I/O covers for `b`: every segment but the last is full.

@@ -762,6 +762,47 @@ impl Reader {
         }
     }
 
+    /// The first segment of the next message, when the reader waits for it
+    /// (not after a NAK): a driver may read that segment before the
+    /// writer's table announces it, and offer it with
+    /// [`announce`](Self::announce) when its header and payload check.
+    pub fn message_start(&self) -> Option<Expectation> {
+        match self.want {
+            Want::Exact(_) if self.pos == 0 => Some(self.expect()),
+            _ => None,
+        }
+    }
+
+    /// Writes the data half of `seg` (read early: see
+    /// [`message_start`](Self::message_start)) into `peer`, the driver's
+    /// copy of the writer's table, as the writer is about to publish it,
+    /// so that [`next_action`](Self::next_action) reads it. Nothing changes
+    /// unless `seg` is the expected first segment and the copy holds the
+    /// connection's generation at its index (a table read at least once).
+    pub fn announce(&self, peer: &mut [PtrChunk], seg: &Segment) -> bool {
+        let Some(x) = self.message_start() else {
+            return false;
+        };
+        if seg.index != x.index || seg.seq != x.seq || seg.req_id != x.req_id {
+            return false;
+        }
+        let i = seg.index as usize;
+        let Some(c) = peer.get_mut(i / ENTRIES_PER_CHUNK) else {
+            return false;
+        };
+        if c.generation != self.cfg.generation {
+            return false;
+        }
+        let Some(e) = c.entries.get_mut(i % ENTRIES_PER_CHUNK) else {
+            return false;
+        };
+        e.ptr_process_segment_flg = seg.flags;
+        e.ptr_process_req_id = seg.req_id;
+        e.ptr_process_block_seq = seg.seq;
+        e.ptr_len = seg.len;
+        true
+    }
+
     /// Takes the message completed by the last accepted segment, if any.
     pub fn take_completed(&mut self) -> Option<MessageInfo> {
         self.completed.take()

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 
 use fts_layout::{PtrChunk, PtrEntry, Role, FLG_LAST, FLG_NAK};
 use fts_ring::{
-    group_end, MachineError, Reader, ReaderAction, RingConfig, SegmentOutcome, TableImage, Writer,
-    WriterAction,
+    group_end, MachineError, Reader, ReaderAction, RingConfig, Segment, SegmentOutcome, TableImage,
+    Writer, WriterAction,
 };
 use proptest::prelude::*;
 
@@ -44,6 +44,11 @@ struct Model {
     corrupt_reads: HashSet<u32>,
     reads: u32,
     rejected: u32,
+    /// The reader reads a message's first segment before the writer's
+    /// table announces it, as the driver does ([`Reader::announce`]).
+    early: bool,
+    /// First segments the reader took that way.
+    early_taken: u32,
 }
 
 fn cfg(role: Role, n: u32, b: u32, p: usize, max_retries: u32) -> RingConfig {
@@ -104,6 +109,8 @@ impl Model {
             corrupt_reads: corrupt,
             reads: 0,
             rejected: 0,
+            early: false,
+            early_taken: 0,
         }
     }
 
@@ -182,7 +189,29 @@ impl Model {
     }
 
     fn step_reader(&mut self) -> Result<(), MachineError> {
-        match self.reader.next_action(&self.disk_w)? {
+        let mut view = self.disk_w.clone();
+        if self.early {
+            // The expected first segment, if the writer wrote it already
+            // (published or not), as its header says.
+            if let Some(x) = self.reader.message_start() {
+                if let Some(st) = self.segs[x.index as usize].as_ref() {
+                    let seg = Segment {
+                        index: x.index,
+                        seq: st.seq,
+                        offset: 0,
+                        len: st.payload.len() as u32,
+                        flags: st.flags,
+                        req_id: st.req_id,
+                    };
+                    let unpublished = fts_ring::peer_entry(&self.disk_w, x.index)
+                        .is_some_and(|(_, e)| e.ptr_process_block_seq != st.seq);
+                    if self.reader.announce(&mut view, &seg) && unpublished {
+                        self.early_taken += 1;
+                    }
+                }
+            }
+        }
+        match self.reader.next_action(&view)? {
             ReaderAction::ReadSegments(b) => {
                 assert!(b.count() >= 1);
                 assert!(
@@ -281,12 +310,25 @@ fn run_case(
     schedule: &[bool],
     corrupt: HashSet<u32>,
 ) -> Model {
+    run_case_with(n, b, p, sizes, schedule, corrupt, false)
+}
+
+fn run_case_with(
+    n: u32,
+    b: u32,
+    p: usize,
+    sizes: &[usize],
+    schedule: &[bool],
+    corrupt: HashSet<u32>,
+    early: bool,
+) -> Model {
     let msgs = sizes
         .iter()
         .enumerate()
         .map(|(k, &l)| message(l, k))
         .collect();
     let mut m = Model::new(n, b, p, msgs, corrupt);
+    m.early = early;
     m.run(schedule).expect("machine error");
     m.check();
     m
@@ -302,11 +344,12 @@ proptest! {
         p in 1usize..=7,
         sizes_p in prop::collection::vec(0usize..=70, 1..6),
         schedule in prop::collection::vec(any::<bool>(), 0..400),
+        early in any::<bool>(),
     ) {
         let b = 1 + ((f64::from(n) * b_frac) as u32).min(n - 1);
         // Message sizes 0..=10 P.
         let sizes: Vec<usize> = sizes_p.iter().map(|&s| s * p / 7).collect();
-        run_case(n, b, p, &sizes, &schedule, HashSet::new());
+        run_case_with(n, b, p, &sizes, &schedule, HashSet::new(), early);
     }
 
     #[test]
@@ -317,10 +360,11 @@ proptest! {
         sizes_p in prop::collection::vec(0usize..=70, 1..5),
         schedule in prop::collection::vec(any::<bool>(), 0..400),
         corrupt in prop::collection::hash_set(0u32..60, 0..4),
+        early in any::<bool>(),
     ) {
         let b = 1 + ((f64::from(n) * b_frac) as u32).min(n - 1);
         let sizes: Vec<usize> = sizes_p.iter().map(|&s| s * p / 7).collect();
-        let m = run_case(n, b, p, &sizes, &schedule, corrupt);
+        let m = run_case_with(n, b, p, &sizes, &schedule, corrupt, early);
         // Each injected failure that hit a segment caused one NAK.
         prop_assert!(m.rejected as usize <= m.corrupt_reads.len());
     }
@@ -339,6 +383,63 @@ fn exhaustive_small_rings() {
             run_case(2, b, p, &sizes, &schedule, HashSet::from([bits % 7]));
         }
     }
+}
+
+/// A reader that takes each message's first segment as soon as the writer
+/// wrote it, before the writer's table says so, gets every message, and
+/// the writer still never overwrites an entry before its acknowledgement
+/// (checked in every step); a NAK of such a segment is recovered.
+#[test]
+fn first_segments_read_before_the_table_announces_them() {
+    // Pseudo-random schedules: in some, the reader steps between the
+    // write of a message's first segment and the table's publication.
+    let sizes = [0, 3, 4, 9, 1];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut early = 0;
+    for _ in 0..64 {
+        let schedule: Vec<bool> = (0..400)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x & 1 == 0
+            })
+            .collect();
+        early += run_case_with(4, 2, 4, &sizes, &schedule, HashSet::new(), true).early_taken;
+    }
+    assert!(early > 0, "no first segment was read early");
+    let schedule: Vec<bool> = (0..400).map(|i| i % 2 == 0).collect();
+    let m = run_case_with(4, 2, 4, &sizes, &schedule, HashSet::from([0, 3]), true);
+    assert!(m.rejected >= 1);
+    // Not after a NAK (the next copy has a fresh sequence number), nor
+    // before the writer's table was read in this generation.
+    let (_, r) = cfgs(4, 2);
+    let mut reader = Reader::new(r).unwrap();
+    let seg = Segment {
+        index: 0,
+        seq: 1,
+        offset: 0,
+        len: 0,
+        flags: Role::Initiator.flag() | FLG_LAST,
+        req_id: 0,
+    };
+    let mut old = vec![PtrChunk::default(); 1];
+    assert!(!reader.announce(&mut old, &seg), "generation 0 table");
+    let mut cur = vec![
+        PtrChunk {
+            generation: 7,
+            ..PtrChunk::default()
+        };
+        1
+    ];
+    assert!(!reader.announce(&mut cur, &Segment { seq: 2, ..seg }));
+    assert!(reader.announce(&mut cur, &seg));
+    assert_eq!(
+        reader.next_action(&cur).unwrap(),
+        ReaderAction::ReadSegments(fts_ring::Batch {
+            segments: vec![seg]
+        })
+    );
 }
 
 #[test]

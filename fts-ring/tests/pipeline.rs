@@ -457,7 +457,11 @@ fn flips_and_lost_writes_with_batches_in_flight_are_resent_sealed_or_not() {
             for k in 0..rules {
                 assert_eq!(faults.fired(k), 1, "rule {k} never fired{log}");
             }
-            assert!(resent >= 1, "nothing was sent again{log}");
+            // A reader polls a message's first segment with one-LB reads
+            // before the table announces it; a damaged poll is simply read
+            // again, so flips that only hit such polls need no resend.
+            let polls_only = !on_tx && faults.log().iter().all(|i| i.len <= LB);
+            assert!(resent >= 1 || polls_only, "nothing was sent again{log}");
         }
     }
 }

@@ -516,7 +516,10 @@ fn bits_flipped_in_sealed_segments_are_resent_never_published() {
         let what = format!("flip on {op} ({k})");
         let resent = assert_delivered(&r, &msgs, &what);
         assert_eq!(faults.fired(0), 1, "{what}: the fault never fired");
-        assert!(resent >= 1, "{what}: nothing was sent again");
+        // A damaged one-LB poll of a message's first segment (before the
+        // table announces it) is read again, not NAKed.
+        let polls_only = op == "read" && faults.log().iter().all(|i| i.len <= 4096);
+        assert!(resent >= 1 || polls_only, "{what}: nothing was sent again");
     }
 }
 

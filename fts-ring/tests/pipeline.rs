@@ -16,6 +16,8 @@
 // Test helpers (and the threads) outside #[test] fns may panic too.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,14 +31,6 @@ use uuid::Uuid;
 
 const GEN: u64 = 5;
 
-/// A generation no earlier connection of this test binary used: a real
-/// claim always bumps the slot's generation, and a connection reusing the
-/// last one's generation on the same device could take its stale acks and
-/// segments for its own.
-fn fresh_gen() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(GEN);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-}
 const SLOT: u32 = 1;
 const RING: u32 = 12;
 const BATCH: u32 = 2;
@@ -188,7 +182,7 @@ fn run(
     seal: Seal,
     msgs: &[Vec<u8>],
 ) -> Run {
-    let gen = fresh_gen();
+    let gen = common::fresh_gen(GEN);
     let tx_failed = Arc::new(AtomicBool::new(false));
     let rx_failed = Arc::new(AtomicBool::new(false));
     let count = msgs.len();

@@ -16,6 +16,8 @@
 // Test helpers (and the threads) outside #[test] fns may panic too.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -33,14 +35,6 @@ use uuid::Uuid;
 
 const GEN: u64 = 5;
 
-/// A generation no earlier connection of this test binary used: a real
-/// claim always bumps the slot's generation, and a connection reusing the
-/// last one's generation on the same device could take its stale acks and
-/// segments for its own.
-fn fresh_gen() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(GEN);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-}
 const SLOT: u32 = 2;
 const KEY_I2C: [u8; 32] = [0x11; 32];
 const KEY_C2I: [u8; 32] = [0x22; 32];
@@ -235,7 +229,7 @@ impl Sides {
 
 /// The initiator sends `msgs` to the connector of slot [`SLOT`].
 fn run(rig: &Rig, sides: Sides, msgs: &[Vec<u8>]) -> Run {
-    let gen = fresh_gen();
+    let gen = common::fresh_gen(GEN);
     let Sides {
         mut tx,
         mut rx,

@@ -191,6 +191,18 @@ fn ring_need(minor: u32, d: u64, n_dev: u64, tables: u64, n: u64, b: u64) -> (u6
 /// batch groups (v1.3); before it each ring lies whole on one device.
 pub const STRIPED_MINOR: u32 = 3;
 
+/// Exclusive end of the batch group holding ring entry `index` in a ring
+/// of `ring_entries` entries with batch `batch`: the next multiple of
+/// `batch`, or the end of the ring. Each group `[g × B, (g+1) × B)` is one
+/// contiguous run of segments on one device (FORMAT.md "Geometry rules"),
+/// so no batch crosses a group's end and every batch is one I/O on one
+/// device.
+pub fn group_end(index: u32, ring_entries: u32, batch: u32) -> u32 {
+    let b = u64::from(batch.max(1));
+    let end = (u64::from(index) / b + 1) * b;
+    u32::try_from(end.min(u64::from(ring_entries))).unwrap_or(ring_entries)
+}
+
 fn round_up(x: u64, align: u64) -> u64 {
     x.div_ceil(align.max(1)).saturating_mul(align.max(1))
 }
@@ -446,10 +458,7 @@ impl Geometry {
     /// next multiple of the batch, or the ring's end. A batch never crosses
     /// it, so each batch is contiguous on one device.
     pub fn group_end(&self, entry: u32) -> u32 {
-        let b = self.batch.max(1);
-        ((entry / b).saturating_add(1))
-            .saturating_mul(b)
-            .min(self.ring_entries)
+        group_end(entry, self.ring_entries, self.batch)
     }
 
     /// Device and segment (relative to the device's first) of entry `i` of

@@ -85,8 +85,9 @@ pub use codec::{crc32c_record, layout_id_of, validate_name, validate_path, Expec
 pub use error::{Error, GeometryError};
 pub use format::{format_plan, format_writes, mcb_for_device, FormatSpec, Write, MAX_WRITE_LBS};
 pub use geometry::{
-    backups_at_end, chunk_of_entry, AutoGeometry, DeviceExtent, Extent, Geometry, GeometryParams,
-    GeometryRequest, MAX_CONNECTIONS, MAX_RING_ENTRIES, MAX_SEG_LBS, MIN_RING_ENTRIES,
+    backups_at_end, chunk_of_entry, group_end, AutoGeometry, DeviceExtent, Extent, Geometry,
+    GeometryParams, GeometryRequest, MAX_CONNECTIONS, MAX_RING_ENTRIES, MAX_SEG_LBS,
+    MIN_RING_ENTRIES,
 };
 pub use records::{
     CmdArea, DeviceRole, Lease, LockRecord, Mcb, OsType, PidEntry, PtrChunk, PtrEntry, RecordKind,

@@ -167,16 +167,9 @@ impl RingConfig {
     }
 }
 
-/// The end (exclusive) of the group of ring entries holding index `index`
-/// in a ring of `ring_entries` entries with batch `batch`: the next multiple
-/// of `batch`, or the end of the ring. Groups `[g × B, (g+1) × B)` are each
-/// one contiguous run of segments on one device, so neither machine puts a
-/// batch across a group's end: every batch is one I/O on one device.
-pub fn group_end(index: u32, ring_entries: u32, batch: u32) -> u32 {
-    let b = u64::from(batch.max(1));
-    let end = (u64::from(index) / b + 1) * b;
-    u32::try_from(end.min(u64::from(ring_entries))).unwrap_or(ring_entries)
-}
+/// Exclusive end of the batch group holding entry `index`; the rule lives
+/// with the geometry that places the groups on the devices.
+pub use fts_layout::group_end;
 
 /// Request id of message number `counter` (0-based): the counter modulo 16.
 fn req_id_of(counter: u64) -> u8 {

@@ -86,14 +86,12 @@ impl Ctx {
 
     fn shared(&self) -> Result<Shared> {
         let dev = open_device(&self.device, &self.opts)?;
-        let mut shared = Shared::open(dev)
-            .with_context(|| format!("{} is not a usable fts device", self.device))?;
-        self.attach_secondaries(&mut shared);
-        Ok(shared)
+        Shared::open(dev).with_context(|| format!("{} is not a usable fts device", self.device))
     }
 
     /// Finds the layout's secondary devices (by id) among `--secondary`
-    /// and the paths recorded at format.
+    /// and the paths recorded at format: only the commands that move data
+    /// (`serve`, the clients) need them.
     fn attach_secondaries(&self, shared: &mut Shared) {
         let opts = self.opts.clone();
         let found =
@@ -116,9 +114,8 @@ impl Ctx {
             let default = Duration::from_millis(u64::from(fts_layout::DEFAULT_LOCK_TIMEOUT_MS));
             t.set_reserve_break(Some(default * 3));
         }
-        let mut shared = Shared::open(dev)
+        let shared = Shared::open(dev)
             .with_context(|| format!("{} is not a usable fts device", self.device))?;
-        self.attach_secondaries(&mut shared);
         let (locks, what) =
             crate::scsi::lock_factory(self.lock, &self.device, &shared, transport.clone(), me)?;
         if std::env::var_os("FTS_VERBOSE").is_some() || transport.is_some() {
@@ -233,6 +230,7 @@ fn with_client<R>(
     let me = Identity::unix(&ctx.name)?;
     let auth = ctx.client_auth()?;
     let mut opened = ctx.open(&me)?;
+    ctx.attach_secondaries(&mut opened.shared);
     let mut lock = (opened.locks)()?;
     let shared = &mut opened.shared;
     let t = ClientTimeouts {
@@ -383,6 +381,7 @@ pub fn serve(
     };
     let me = Identity::unix(&ctx.name)?;
     let mut opened = ctx.open(&me)?;
+    ctx.attach_secondaries(&mut opened.shared);
     let locks = Arc::clone(&opened.locks);
     let shared = &mut opened.shared;
     let opts = fts_session::ServeOptions {
